@@ -1,0 +1,1 @@
+"""The ``headstrong`` command: each sub-command parses, calls one public function, prints."""
