@@ -1,0 +1,150 @@
+"""The whole campaign planned up front as a deterministic list of work units.
+
+Each layer's faults come from a generator seeded by (seed, layer[, bit]) alone, so they do not
+depend on the other layers, on how many workers run, or on where a resumed run restarts. Fault k of
+a layer is evaluated on evaluation image k mod n_images. A unit is a fixed range of one layer's
+faults, stored as one chunk file named after the unit.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from typing import Any, Iterable, Sequence
+
+import torch
+
+from headstrong.campaign.spec import CampaignSpec
+
+
+def stable_seed(*parts: Any) -> int:
+    """A 63-bit seed from the parts' text: the same everywhere (Python's hash() is salted)."""
+    digest = hashlib.sha256(":".join(str(p) for p in parts).encode()).digest()
+    return int.from_bytes(digest[:8], "little") & ((1 << 63) - 1)
+
+
+@dataclass(frozen=True)
+class LayerPlan:
+    """How many faults one layer gets, per bit stratum (all bits in one stratum unless per_bit)."""
+
+    name: str
+    position: int  # position among the model's injectable layers, in forward order
+    elements: int  # neurons of one sample's output, or weights
+    bits: tuple[int, ...]
+    strata: tuple[tuple[tuple[int, ...], int], ...]  # (bits of the stratum, number of faults)
+    fault_offset: int  # fault_id of this layer's first fault
+
+    @property
+    def n_faults(self) -> int:
+        return sum(n for _, n in self.strata)
+
+
+def plan_layers(
+    spec: CampaignSpec,
+    layers: Sequence[str],
+    positions: dict[str, int],
+    elements: dict[str, int],
+    bits: Sequence[int],
+    sample_size: Any,
+) -> list[LayerPlan]:
+    """Fault counts per layer: ``spec.n_faults`` or Leveugle over N = elements x bits."""
+    plans = []
+    offset = 0
+    for name in layers:
+        count = int(elements[name])
+        if spec.per_bit:
+            strata = tuple(((b,), _count(spec, count, sample_size)) for b in bits)
+        else:
+            strata = ((tuple(bits), _count(spec, count * len(bits), sample_size)),)
+        plan = LayerPlan(name, positions[name], count, tuple(bits), strata, offset)
+        offset += plan.n_faults
+        plans.append(plan)
+    return plans
+
+
+def _count(spec: CampaignSpec, population: int, sample_size: Any) -> int:
+    if spec.n_faults is not None:
+        return spec.n_faults
+    return int(sample_size(population, spec.margin, spec.confidence))
+
+
+def make_units(plans: Iterable[LayerPlan], chunk_size: int) -> list[dict[str, Any]]:
+    """Fixed fault ranges, at most ``chunk_size`` faults each; ids sort in campaign order."""
+    units = []
+    for plan in plans:
+        for start in range(0, plan.n_faults, chunk_size):
+            stop = min(start + chunk_size, plan.n_faults)
+            units.append(
+                {"id": f"L{plan.position:03d}_{start:09d}", "layer": plan.name, "start": start, "stop": stop}
+            )
+    return units
+
+
+def layer_faults(spec: CampaignSpec, plan: LayerPlan) -> tuple[torch.Tensor, torch.Tensor]:
+    """All of one layer's faults as (flat index, bit) int64 tensors, each stratum from its own seed."""
+    from headstrong.faults import sample_neuron_faults, sample_weight_faults
+
+    sampler = sample_neuron_faults if spec.kind == "neuron" else sample_weight_faults
+    indices, bits = [], []
+    for stratum_bits, n in plan.strata:
+        generator = torch.Generator().manual_seed(stable_seed(spec.seed, spec.kind, plan.name, *stratum_bits))
+        faults = sampler((plan.elements,), n, list(stratum_bits), generator=generator, layer=plan.name)
+        indices.append(faults.index)
+        bits.append(faults.bit)
+    return torch.cat(indices), torch.cat(bits)
+
+
+def collect_images(data: Any, max_images: int | None) -> tuple[torch.Tensor, torch.Tensor]:
+    """The first ``max_images`` (image, label) pairs of a Dataset, a DataLoader or a tensor pair."""
+    limit = max_images if max_images is not None else None
+    if isinstance(data, (tuple, list)) and len(data) == 2 and all(isinstance(t, torch.Tensor) for t in data):
+        x, y = data
+        if x.shape[0] != y.shape[0]:
+            raise ValueError(f"images and labels differ in length: {x.shape[0]} vs {y.shape[0]}")
+        x, y = x[:limit], y[:limit]
+    elif isinstance(data, torch.utils.data.DataLoader):
+        xs, ys, seen = [], [], 0
+        for batch in data:
+            bx, by = batch[0], batch[1]
+            xs.append(bx)
+            ys.append(torch.as_tensor(by))
+            seen += bx.shape[0]
+            if limit is not None and seen >= limit:
+                break
+        if not xs:
+            raise ValueError("the data loader yielded no batches")
+        x, y = torch.cat(xs)[:limit], torch.cat(ys)[:limit]
+    elif isinstance(data, torch.utils.data.Dataset):
+        n = len(data)  # type: ignore[arg-type]
+        n = n if limit is None else min(n, limit)
+        if n == 0:
+            raise ValueError("the data set is empty")
+        items = [data[i] for i in range(n)]
+        x = torch.stack([torch.as_tensor(item[0]) for item in items])
+        y = torch.as_tensor([int(item[1]) for item in items])
+    else:
+        raise ValueError(
+            f"data must be a torch Dataset, a DataLoader or a pair of tensors (images, labels); got {type(data).__name__}"
+        )
+    if x.shape[0] == 0:
+        raise ValueError("no images to evaluate: the data is empty")
+    return x.float().contiguous(), y.long().contiguous()
+
+
+def tensor_fingerprint(*tensors: torch.Tensor) -> str:
+    digest = hashlib.sha256()
+    for tensor in tensors:
+        t = tensor.detach().cpu().contiguous()
+        digest.update(f"{t.dtype}{tuple(t.shape)}".encode())
+        digest.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    return digest.hexdigest()
+
+
+def model_fingerprint(model: torch.nn.Module) -> str:
+    """Architecture (class and module tree) and every state tensor's bytes."""
+    digest = hashlib.sha256()
+    digest.update(f"{type(model).__module__}.{type(model).__qualname__}\n{model}".encode())
+    for name, tensor in model.state_dict().items():
+        digest.update(name.encode())
+        digest.update(tensor_fingerprint(tensor).encode())
+    return digest.hexdigest()

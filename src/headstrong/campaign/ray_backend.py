@@ -1,0 +1,104 @@
+"""Ray backend: the pending work units, dealt over Ray workers, each writing its own chunks.
+
+The model and the job (spec, plans, images) go into the object store once. Each worker profiles
+its own evaluator over the same images, which gives the same profile as the local run, and runs
+its shard of units. The unit ids fix the file names, so the union of the chunks is the same
+records whichever backend wrote them. Workers write under ``out`` directly: on a cluster of
+several machines ``out`` must be on a file system they all share.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+from typing import Any, Callable, Sequence
+
+import torch
+
+RAY_ADDRESS_ENV = "RAY_ADDRESS"
+
+
+def _import_ray() -> Any:
+    try:
+        import ray
+    except ImportError:
+        raise ValueError("backend 'ray' needs Ray: pip install 'headstrong[ray]'") from None
+    return ray
+
+
+def connect(address: str | None = None, num_cpus: int | None = None) -> Any:
+    """Join the cluster at ``address`` (or $RAY_ADDRESS), or start a local instance; reuse a live one."""
+    ray = _import_ray()
+    if not ray.is_initialized():
+        address = address or os.environ.get(RAY_ADDRESS_ENV) or None
+        if address:
+            ray.init(address=address, include_dashboard=False, log_to_driver=False)
+        else:
+            ray.init(num_cpus=num_cpus, include_dashboard=False, log_to_driver=False)
+    return ray
+
+
+def shard(units: Sequence[dict[str, Any]], n: int) -> list[list[dict[str, Any]]]:
+    """Contiguous runs of units (so a worker keeps one layer's faults at a time), about equal in faults."""
+    total = sum(u["stop"] - u["start"] for u in units)
+    shards: list[list[dict[str, Any]]] = [[] for _ in range(max(1, min(n, len(units))))]
+    done = 0
+    for unit in units:
+        slot = min(len(shards) - 1, done * len(shards) // max(total, 1))
+        shards[slot].append(unit)
+        done += unit["stop"] - unit["start"]
+    return [s for s in shards if s]
+
+
+class _Worker:
+    """One evaluator per worker slot, profiled once, running the units it is handed."""
+
+    def __init__(self, model: torch.nn.Module, job: Any, device: str, threads: int) -> None:
+        from headstrong.campaign.runner import make_evaluator
+
+        torch.set_num_threads(threads)
+        self.job = job
+        self.evaluator = make_evaluator(model, job, device)
+
+    def run(self, unit: dict[str, Any]) -> int:
+        from headstrong.campaign.runner import run_units
+
+        run_units(self.evaluator, self.job, [unit])
+        return unit["stop"] - unit["start"]
+
+
+def run_units_on_ray(
+    model: torch.nn.Module,
+    job: Any,
+    units: Sequence[dict[str, Any]],
+    device: str | torch.device,
+    advance: Callable[[int], None],
+    *,
+    address: str | None = None,
+    num_workers: int | None = None,
+) -> None:
+    """Run ``units`` on one Ray actor per GPU (device cuda) or CPU slot, each on a contiguous shard."""
+    ray = connect(address)
+    on_gpu = str(device).startswith("cuda")
+    resources = ray.cluster_resources()
+    slots = int(resources.get("GPU" if on_gpu else "CPU", 0))
+    if num_workers is None:
+        num_workers = max(1, slots)
+    if isinstance(num_workers, bool) or not isinstance(num_workers, int) or num_workers < 1:
+        raise ValueError(f"num_workers must be a positive integer or None (one per slot); got {num_workers!r}")
+    options = {"num_gpus": 1, "num_cpus": 1} if on_gpu else {"num_cpus": 1}
+    actor_class = ray.remote(**options)(_Worker)
+    on_cpu = all(t.device.type == "cpu" for t in model.state_dict().values())
+    model_ref = ray.put(model if on_cpu else copy.deepcopy(model).cpu())
+    job_ref = ray.put(job)
+    parts = shard(units, num_workers)
+    actors = [actor_class.remote(model_ref, job_ref, "cuda" if on_gpu else "cpu", 1) for _ in parts]
+    try:
+        pending = [actor.run.remote(unit) for actor, part in zip(actors, parts) for unit in part]
+        while pending:
+            ready, pending = ray.wait(pending, num_returns=1)
+            for ref in ready:
+                advance(ray.get(ref))
+    finally:
+        for actor in actors:
+            ray.kill(actor)

@@ -1,0 +1,178 @@
+"""What a fault-injection campaign does, as a frozen value that round-trips through TOML.
+
+The spec is saved beside the results (in the manifest), so a rerun on the same ``out`` can tell
+whether it continues the same campaign or would mix two different ones.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import fnmatch
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Sequence
+
+import tomli_w
+
+KINDS = ("neuron", "weight")
+BIT_FIELDS = ("sign", "exponent", "mantissa")
+
+@dataclass(frozen=True)
+class CampaignSpec:
+    """One campaign: which faults, how many, on which images.
+
+    ``layers``: "all", a glob ("layer1.*"), one layer name, or a list of names.
+    ``bits``: None (every bit of the format), a list of bit positions, or one of
+    "sign" / "exponent" / "mantissa". ``n_faults``: a fixed number of faults per layer; when None
+    the Leveugle sample size is computed from ``margin`` and ``confidence`` for each layer (and
+    for each bit, with ``per_bit``).
+    """
+
+    kind: str = "neuron"
+    layers: str | tuple[str, ...] = "all"
+    fmt: str = "fp32"
+    bits: str | tuple[int, ...] | None = None
+    range_detector: bool = True
+    n_faults: int | None = None
+    margin: float = 0.01
+    confidence: float = 0.99
+    per_bit: bool = False
+    seed: int = 0
+    only_correct: bool = True
+    max_images: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.kind not in KINDS:
+            raise ValueError(f"unknown fault kind {self.kind!r}; expected one of {', '.join(KINDS)}")
+        layers = self.layers
+        if isinstance(layers, (list, tuple)):
+            if not layers or not all(isinstance(n, str) and n for n in layers):
+                raise ValueError(
+                    f"layers must be 'all', a glob, a layer name or a non-empty list of names; got {layers!r}"
+                )
+            object.__setattr__(self, "layers", tuple(layers))
+        elif not isinstance(layers, str) or not layers:
+            raise ValueError(f"layers must be 'all', a glob, a layer name or a list of names; got {layers!r}")
+        if not isinstance(self.fmt, str) or not self.fmt:
+            raise ValueError(f"fmt must be a format name such as 'fp32' or 'int8'; got {self.fmt!r}")
+        object.__setattr__(self, "bits", _normalise_bits(self.bits))
+        if self.n_faults is not None and (
+            isinstance(self.n_faults, bool) or not isinstance(self.n_faults, int) or self.n_faults < 1
+        ):
+            raise ValueError(f"n_faults must be a positive integer or None (Leveugle sizing); got {self.n_faults!r}")
+        for name in ("margin", "confidence"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 < value < 1.0:
+                raise ValueError(f"{name} must be a number in the open interval (0, 1); got {value!r}")
+        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
+            raise ValueError(f"seed must be a non-negative integer; got {self.seed!r}")
+        if self.max_images is not None and (
+            isinstance(self.max_images, bool) or not isinstance(self.max_images, int) or self.max_images < 1
+        ):
+            raise ValueError(f"max_images must be a positive integer or None (all images); got {self.max_images!r}")
+        for name in ("range_detector", "per_bit", "only_correct"):
+            if not isinstance(getattr(self, name), bool):
+                raise ValueError(f"{name} must be true or false; got {getattr(self, name)!r}")
+
+    # --- serialisation -------------------------------------------------------------------
+    def to_dict(self) -> dict[str, Any]:
+        """Plain values only; None fields are left out (TOML has no null)."""
+        out: dict[str, Any] = {}
+        for field in dataclasses.fields(self):
+            value = getattr(self, field.name)
+            if value is None:
+                continue
+            out[field.name] = list(value) if isinstance(value, tuple) else value
+        return out
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "CampaignSpec":
+        allowed = [f.name for f in dataclasses.fields(cls)]
+        unknown = sorted(set(data) - set(allowed))
+        if unknown:
+            raise ValueError(f"unknown campaign option(s) {', '.join(unknown)}; expected some of {', '.join(allowed)}")
+        values = dict(data)
+        for key in ("layers", "bits"):
+            if isinstance(values.get(key), list):
+                values[key] = tuple(values[key])
+        return cls(**values)
+
+    def to_toml(self, path: str | Path) -> None:
+        Path(path).write_text(tomli_w.dumps(self.to_dict()))
+
+    @classmethod
+    def from_toml(cls, path: str | Path) -> "CampaignSpec":
+        path = Path(path)
+        if not path.is_file():
+            raise ValueError(f"campaign spec file {str(path)!r} does not exist or is not a file")
+        try:
+            data = tomllib.loads(path.read_text())
+        except tomllib.TOMLDecodeError as error:
+            raise ValueError(f"campaign spec file {str(path)!r} is not valid TOML: {error}") from None
+        return cls.from_dict(data)
+
+    def replace(self, **changes: Any) -> "CampaignSpec":
+        return dataclasses.replace(self, **changes)
+
+
+def _normalise_bits(bits: Any) -> str | tuple[int, ...] | None:
+    if bits is None or bits == "all":
+        return None
+    if isinstance(bits, str):
+        if bits not in BIT_FIELDS:
+            raise ValueError(f"unknown bit field {bits!r}; expected 'all', {', '.join(BIT_FIELDS)} or a list of bit positions")
+        return bits
+    if isinstance(bits, int) and not isinstance(bits, bool):
+        bits = (bits,)
+    if isinstance(bits, (list, tuple)) and bits and all(isinstance(b, int) and not isinstance(b, bool) for b in bits):
+        if any(b < 0 for b in bits):
+            raise ValueError(f"bit positions must be non-negative; got {list(bits)}")
+        return tuple(sorted(set(bits)))
+    raise ValueError(f"bits must be 'all', {', '.join(BIT_FIELDS)} or a non-empty list of bit positions; got {bits!r}")
+
+
+def resolve_bits(spec: CampaignSpec, fmt: Any) -> list[int]:
+    """The bit positions the spec means under a number format (bit 0 = least significant)."""
+    if spec.bits is None:
+        return list(range(fmt.bits))
+    if isinstance(spec.bits, tuple):
+        bad = [b for b in spec.bits if b >= fmt.bits]
+        if bad:
+            raise ValueError(f"bit(s) {bad} do not exist in {fmt.name}; expected positions 0..{fmt.bits - 1}")
+        return list(spec.bits)
+    groups = fmt.bit_groups()
+    if not groups.get(spec.bits):
+        have = ", ".join(g for g, bits in groups.items() if bits)
+        raise ValueError(
+            f"format {fmt.name} has no {spec.bits} bits; its bit groups are {have} (or give 'all' or positions)"
+        )
+    return sorted(groups[spec.bits])
+
+
+def select_layers(spec: CampaignSpec, available: Sequence[str]) -> list[str]:
+    """The injectable layers the spec names, in the model's forward order."""
+    available = list(available)
+    layers = spec.layers
+    if layers == "all":
+        chosen = available
+    elif isinstance(layers, str) and any(c in layers for c in "*?["):
+        chosen = [name for name in available if fnmatch.fnmatchcase(name, layers)]
+    else:
+        wanted = [layers] if isinstance(layers, str) else list(layers)
+        unknown = [name for name in wanted if name not in available]
+        if unknown:
+            raise ValueError(
+                f"unknown layer(s) {', '.join(unknown)}; injectable layers are {_short_list(available)}"
+            )
+        chosen = [name for name in available if name in wanted]
+    if not chosen:
+        raise ValueError(
+            f"the layer selection {layers!r} matches no injectable layer; injectable layers are {_short_list(available)}"
+        )
+    return chosen
+
+
+def _short_list(names: Sequence[str], limit: int = 12) -> str:
+    shown = ", ".join(names[:limit])
+    return shown + (f", ... ({len(names)} in all)" if len(names) > limit else "")
