@@ -1,0 +1,291 @@
+"""Monte Carlo estimators of Resiliency Accuracy, each unbiased for the hardware-aware RA.
+
+RA = sum_j p(j) [UF(j) A(j) + (1 - UF(j)) SA] + P_control (1 - crash) SA. SA is measured exactly
+by the golden run, so every estimator estimates only the accuracy the faults cost,
+D = sum_j p(j) UF(j) (SA - A(j)), and RA = P_software SA + P_control (1 - crash) SA - D. A draw
+X from the proposal q contributes p(X) UF (SA - A(X)) / q(X): unbiased whenever q > 0 where
+p > 0, which every proposal here guarantees. Proposals factor as group (layer, type) x element
+(uniform) x bit, so sampling never lists every site of a large model.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable, Optional, Protocol
+
+import numpy as np
+import pandas as pd
+
+from headstrong.ra.sites import SiteSpace
+
+Z95 = 1.959963984540054
+ProgressFn = Callable[[int, int, str], None]
+
+
+class AccuracyOracle(Protocol):
+    """Gives A(j), the accuracy over a fixed evaluation set with fault j in each inference."""
+
+    space: SiteSpace
+    sa: float
+
+    def accuracy(self, ids: np.ndarray, progress: Optional[ProgressFn] = None) -> np.ndarray: ...
+
+
+@dataclass(frozen=True)
+class Proposal:
+    """q(group, element, bit) = q_group[g] / n[g] * q_bit[g, bit]."""
+
+    q_group: np.ndarray  # [G], sums to 1
+    q_bit: np.ndarray  # [G, bits], rows sum to 1
+
+    def sample(self, space: SiteSpace, k: int, rng: np.random.Generator) -> np.ndarray:
+        group = rng.choice(len(self.q_group), size=k, p=self.q_group)
+        element = (rng.random(k) * space.n[group]).astype(np.int64)
+        element = np.minimum(element, space.n[group] - 1)
+        cum = np.cumsum(self.q_bit, axis=1)
+        u = rng.random(k)[:, None] * cum[group, -1:]
+        bit = np.minimum((u >= cum[group]).sum(axis=1), space.bits - 1)
+        return space.encode(group, element, bit)
+
+    def q(self, space: SiteSpace, group: np.ndarray, bit: np.ndarray) -> np.ndarray:
+        return self.q_group[group] / space.n[group] * self.q_bit[group, bit]
+
+
+@dataclass
+class RAEstimate:
+    """An RA estimate with its 95% interval, running estimate and the software figure beside it."""
+
+    estimator: str
+    ra: float
+    ci: tuple[float, float]
+    sa: float
+    software: float
+    software_ci: tuple[float, float]
+    samples: int
+    std: float  # per-sample standard deviation: half-width = 1.96 std / sqrt(samples)
+    trace: np.ndarray = field(repr=False)
+    n_evaluated: int = 0  # distinct sites whose accuracy was measured (pilot included)
+    pilot: int = 0
+    harm: Optional[np.ndarray] = field(default=None, repr=False)
+    records: Optional[pd.DataFrame] = field(default=None, repr=False)
+
+    @property
+    def half_width(self) -> float:
+        return (self.ci[1] - self.ci[0]) / 2
+
+    def samples_for(self, margin: float = 0.005, z: float = Z95) -> int:
+        """Draws this estimator needs for a +-margin interval, from its per-sample spread."""
+        return int(np.ceil((z * self.std / margin) ** 2))
+
+
+def _base(space: SiteSpace, sa: float) -> float:
+    """RA if no software fault cost any accuracy: the control crashes alone lower it."""
+    return space.p_software * sa + space.p_control * (1.0 - space.accelerator.control_crash) * sa
+
+
+def _mean_ci(values: np.ndarray) -> tuple[float, tuple[float, float], float]:
+    mean = float(values.mean())
+    std = float(values.std(ddof=1)) if len(values) > 1 else float("inf")
+    half = Z95 * std / np.sqrt(len(values)) if len(values) > 1 else float("inf")
+    return mean, (mean - half, mean + half), std
+
+
+_REGISTRY: dict[str, type["Estimator"]] = {}
+
+
+def register(name: str) -> Callable[[type["Estimator"]], type["Estimator"]]:
+    def wrap(cls: type["Estimator"]) -> type["Estimator"]:
+        cls.name = name
+        _REGISTRY[name] = cls
+        return cls
+
+    return wrap
+
+
+def list_estimators() -> list[str]:
+    return list(_REGISTRY)
+
+
+def get(name: str, **params) -> "Estimator":
+    cls = _REGISTRY.get(name)
+    if cls is None:
+        raise ValueError(f"unknown estimator {name!r}; expected one of {', '.join(_REGISTRY)}")
+    return cls(**params)
+
+
+class Estimator:
+    """Draw sites from ``proposal``, weight each by p/q; subclasses only choose the proposal."""
+
+    name = "base"
+
+    def proposal(self, space: SiteSpace, oracle: AccuracyOracle, rng: np.random.Generator,
+                 progress: Optional[ProgressFn]) -> Proposal:
+        raise NotImplementedError
+
+    def pilot_size(self) -> int:
+        return 0
+
+    def estimate(self, oracle: AccuracyOracle, samples: int, seed: int = 0,
+                 progress: Optional[ProgressFn] = None) -> RAEstimate:
+        if isinstance(samples, bool) or not isinstance(samples, (int, np.integer)) or samples < 1:
+            raise ValueError(f"samples = {samples!r}: must be an integer >= 1")
+        space, sa = oracle.space, oracle.sa
+        rng = np.random.default_rng(seed)
+        proposal = self.proposal(space, oracle, rng, progress)
+        ids = proposal.sample(space, int(samples), rng)
+        unique, inverse = np.unique(ids, return_inverse=True)
+        acc = oracle.accuracy(unique, progress=_phase(progress, self.name))[inverse]
+        group, element, bit = space.decode(ids)
+        q = proposal.q(space, group, bit)
+        weight = space.p_site(group) / q
+        loss = space.uf[group] * (sa - acc)
+        values = _base(space, sa) - weight * loss
+        ra, ci, std = _mean_ci(values)
+        sw_weight = np.where(space.software_mask(group), 1.0 / (space.n_software_sites * q), 0.0)
+        software, software_ci, _ = _mean_ci(sa - sw_weight * (sa - acc))
+        trace = np.cumsum(values) / np.arange(1, len(values) + 1)
+        records = pd.DataFrame({
+            "site": ids, "layer": space.layer[group], "type": space.type[group], "element": element,
+            "bit": bit, "accuracy": acc, "weight": weight, "value": values,
+        })
+        pilot = self.pilot_size()
+        return RAEstimate(
+            estimator=self.name, ra=ra, ci=ci, sa=sa, software=software, software_ci=software_ci,
+            samples=int(samples), std=std, trace=trace, n_evaluated=len(unique) + pilot, pilot=pilot,
+            harm=getattr(self, "harm_", None), records=records,
+        )
+
+
+def _phase(progress: Optional[ProgressFn], phase: str) -> Optional[ProgressFn]:
+    if progress is None:
+        return None
+    return lambda done, total, _phase=phase: progress(done, total, phase)
+
+
+def _uniform_bits(space: SiteSpace) -> np.ndarray:
+    return np.full((len(space.n), space.bits), 1.0 / space.bits)
+
+
+@register("uniform")
+class Uniform(Estimator):
+    """Every software site equally likely, as PyTorchFI-style tools sample (weighted by p/q)."""
+
+    def proposal(self, space, oracle, rng, progress):
+        sizes = space.n.astype(np.float64)
+        return Proposal(sizes / sizes.sum(), _uniform_bits(space))
+
+
+@register("mac")
+class MacWeighted(Estimator):
+    """Layer chosen by its share of MACs, then every site of the layer equally likely."""
+
+    def proposal(self, space, oracle, rng, progress):
+        sizes = space.n.astype(np.float64)
+        per_layer = pd.Series(sizes).groupby(space.layer).transform("sum").to_numpy()
+        q = space.layer_lp * sizes / per_layer
+        return Proposal(q / q.sum(), _uniform_bits(space))
+
+
+@register("is")
+class ImportanceP(Estimator):
+    """q proportional to p: the hardware-aware site distribution itself."""
+
+    def proposal(self, space, oracle, rng, progress):
+        return Proposal(space.p_group / space.p_group.sum(), _uniform_bits(space))
+
+
+@register("is-b")
+class ImportanceBits(Estimator):
+    """q proportional to p(j) (h(bit) + eps), h the accuracy lost per bit, measured by a pilot.
+
+    The pilot draws ``pilot`` sites from p, the same number at every bit, and sets h(b) to the
+    mean |UF (SA - A)| it measured at bit b; eps = ``floor`` x mean h keeps q > 0 wherever p > 0,
+    so the estimate stays unbiased even where the pilot saw no harm.
+    """
+
+    def __init__(self, pilot: Optional[int] = None, floor: float = 0.1):
+        if pilot is not None and (isinstance(pilot, bool) or not isinstance(pilot, (int, np.integer)) or pilot < 1):
+            raise ValueError(f"pilot = {pilot!r}: must be an integer >= 1 (faults in the pilot campaign)")
+        if not floor > 0:
+            raise ValueError(f"floor = {floor!r}: must be > 0, or the estimate could be biased")
+        self.pilot = pilot
+        self.floor = float(floor)
+        self.harm_: Optional[np.ndarray] = None
+        self._pilot_n = 0
+
+    def pilot_size(self) -> int:
+        return self._pilot_n
+
+    def proposal(self, space, oracle, rng, progress):
+        per_bit = max(1, (self.pilot if self.pilot is not None else 16 * space.bits) // space.bits)
+        q_group = space.p_group / space.p_group.sum()
+        group = rng.choice(len(q_group), size=per_bit * space.bits, p=q_group)
+        element = np.minimum((rng.random(len(group)) * space.n[group]).astype(np.int64), space.n[group] - 1)
+        bit = np.repeat(np.arange(space.bits), per_bit)
+        ids = space.encode(group, element, bit)
+        unique, inverse = np.unique(ids, return_inverse=True)
+        acc = oracle.accuracy(unique, progress=_phase(progress, "is-b pilot"))[inverse]
+        loss = np.abs(space.uf[group] * (oracle.sa - acc))
+        harm = np.bincount(bit, weights=loss, minlength=space.bits) / per_bit
+        self.harm_ = harm
+        self._pilot_n = len(unique)
+        if harm.sum() <= 0:
+            return Proposal(q_group, _uniform_bits(space))
+        shaped = harm + self.floor * harm.mean()
+        return Proposal(q_group, np.tile(shaped / shaped.sum(), (len(q_group), 1)))
+
+
+@register("exact")
+class Exact(Estimator):
+    """Every site enumerated: RA exactly, for models small enough."""
+
+    def estimate(self, oracle, samples=None, seed=0, progress=None):
+        space, sa = oracle.space, oracle.sa
+        table = oracle.accuracy(np.arange(space.size, dtype=np.int64), progress=_phase(progress, "exact"))
+        return exact_from_table(space, table, sa)
+
+
+def exact_from_table(space: SiteSpace, table: np.ndarray, sa: float) -> RAEstimate:
+    """Exact RA and software figure from the accuracy of every site (site id order)."""
+    table = np.asarray(table, dtype=np.float64)
+    if table.shape != (space.size,):
+        raise ValueError(f"table has shape {table.shape}; expected ({space.size},), one accuracy per site")
+    group = np.repeat(np.arange(len(space.n)), space.n * space.bits)
+    loss = (space.p_site(group) * space.uf[group] * (sa - table)).sum()
+    ra = _base(space, sa) - float(loss)
+    sw = space.software_mask(group)
+    software = float(table[sw].mean())
+    return RAEstimate(
+        estimator="exact", ra=ra, ci=(ra, ra), sa=sa, software=software, software_ci=(software, software),
+        samples=space.size, std=0.0, trace=np.array([ra]), n_evaluated=space.size,
+    )
+
+
+def proposal_std(space: SiteSpace, proposal: Proposal, table: np.ndarray, sa: float) -> float:
+    """Exact per-sample standard deviation of an estimator with this proposal, from a full table."""
+    group = np.repeat(np.arange(len(space.n)), space.n * space.bits)
+    bit = np.arange(space.size) - space.offset[group]
+    bit = bit % space.bits
+    f = space.p_site(group) * space.uf[group] * (sa - np.asarray(table, dtype=np.float64))
+    q = proposal.q(space, group, bit)
+    if np.any((q <= 0) & (f != 0)):
+        raise ValueError("the proposal gives q = 0 to a site that matters: the estimator would be biased")
+    second = np.sum(np.where(q > 0, f * f / np.where(q > 0, q, 1.0), 0.0))
+    return float(np.sqrt(max(second - f.sum() ** 2, 0.0)))
+
+
+class TableOracle:
+    """An oracle reading A(j) from a precomputed table, e.g. an exact enumeration's."""
+
+    def __init__(self, space: SiteSpace, table: np.ndarray, sa: float):
+        table = np.asarray(table, dtype=np.float64)
+        if table.shape != (space.size,):
+            raise ValueError(f"table has shape {table.shape}; expected ({space.size},), one accuracy per site")
+        self.space, self.table, self.sa = space, table, float(sa)
+        self.calls = 0
+
+    def accuracy(self, ids: np.ndarray, progress: Optional[ProgressFn] = None) -> np.ndarray:
+        self.calls += len(ids)
+        if progress is not None:
+            progress(len(ids), len(ids))
+        return self.table[np.asarray(ids, dtype=np.int64)]

@@ -1,0 +1,118 @@
+"""Estimator math against a known accuracy table: unbiased, honest intervals, is-b cheapest."""
+
+import numpy as np
+import pytest
+from torch import nn
+
+from headstrong.ra import Accelerator, SiteSpace, TableOracle, exact_from_table, list_estimators, proposal_std
+from headstrong.ra import estimators as est
+
+SA = 0.8
+
+
+def _space(crash: float = 1.0) -> SiteSpace:
+    model = nn.Sequential(
+        nn.AvgPool2d(2), nn.Conv2d(1, 4, 3, stride=2), nn.ReLU(), nn.Conv2d(4, 8, 3), nn.ReLU(),
+        nn.Flatten(), nn.Linear(128, 10),
+    )
+    return SiteSpace(model, Accelerator.systolic(8, 8, "os", control_crash=crash), (1, 28, 28), bits=8)
+
+
+def _table(space: SiteSpace, seed: int = 0) -> np.ndarray:
+    """Accuracy per site shaped like real campaigns: high bits hurt, most sites are masked."""
+    rng = np.random.default_rng(seed)
+    group, _, bit = space.decode(np.arange(space.size))
+    hurt = rng.random(space.size) < np.array([0.01] * 5 + [0.05, 0.4, 0.9])[bit]
+    drop = np.where(hurt, rng.uniform(0.05, SA, space.size) * 2.0 ** (bit - 7), 0.0)
+    return SA - drop * np.where(space.type[group] == "output", 0.5, 1.0)
+
+
+def _literal_ra(space: SiteSpace, table: np.ndarray) -> float:
+    """RA straight from DESIGN.md: sum_j p(j) [UF A + (1 - UF) SA] plus the control sites."""
+    total = 0.0
+    for site in range(space.size):
+        g, _, _ = space.decode(np.array([site]))
+        p = space.p_group[g[0]] / (space.n[g[0]] * space.bits)
+        total += p * (space.uf[g[0]] * table[site] + (1 - space.uf[g[0]]) * SA)
+    return total + space.p_control * (1 - space.accelerator.control_crash) * SA
+
+
+@pytest.mark.parametrize("crash", [1.0, 0.25])
+def test_exact_matches_the_literal_sum(crash: float) -> None:
+    space = _space(crash)
+    table = _table(space)
+    exact = exact_from_table(space, table, SA)
+    assert exact.ra == pytest.approx(_literal_ra(space, table), abs=1e-12)
+    group, _, _ = space.decode(np.arange(space.size))
+    assert exact.software == pytest.approx(table[space.software_mask(group)].mean())
+
+
+def test_exact_estimator_asks_the_oracle_for_every_site_once() -> None:
+    space = _space()
+    oracle = TableOracle(space, _table(space), SA)
+    result = est.get("exact").estimate(oracle, samples=None)
+    assert oracle.calls == space.size
+    assert result.ra == pytest.approx(exact_from_table(space, oracle.table, SA).ra)
+
+
+@pytest.mark.parametrize("name", ["uniform", "mac", "is", "is-b"])
+def test_estimators_are_unbiased_with_honest_intervals(name: str) -> None:
+    space = _space()
+    oracle = TableOracle(space, _table(space), SA)
+    exact = exact_from_table(space, oracle.table, SA)
+    runs = [est.get(name).estimate(oracle, samples=300, seed=s) for s in range(200)]
+    ras = np.array([r.ra for r in runs])
+    std = np.mean([r.std for r in runs])
+    # the mean of 200 independent estimates sits within 4 standard errors of the exact RA
+    assert abs(ras.mean() - exact.ra) < 4 * std / np.sqrt(300 * 200)
+    covered = np.mean([r.ci[0] <= exact.ra <= r.ci[1] for r in runs])
+    assert 0.85 <= covered <= 0.995  # skewed weights under-cover a little at 300 draws
+    softwares = np.array([r.software for r in runs])
+    assert abs(softwares.mean() - exact.software) < 4 * softwares.std() / np.sqrt(200) + 1e-9
+    last = runs[0]
+    assert len(last.trace) == 300 and last.trace[-1] == pytest.approx(last.ra)
+
+
+@pytest.mark.parametrize("name", ["uniform", "mac", "is"])
+def test_per_sample_spread_matches_the_exact_variance(name: str) -> None:
+    space = _space()
+    table = _table(space)
+    oracle = TableOracle(space, table, SA)
+    estimator = est.get(name)
+    proposal = estimator.proposal(space, oracle, np.random.default_rng(0), None)
+    expected = proposal_std(space, proposal, table, SA)
+    measured = estimator.estimate(oracle, samples=40000, seed=1).std
+    assert measured == pytest.approx(expected, rel=0.1)
+
+
+def test_is_b_needs_fewer_samples_than_uniform_when_harm_sits_in_few_bits() -> None:
+    space = _space()
+    table = _table(space)
+    oracle = TableOracle(space, table, SA)
+    isb = est.get("is-b", pilot=128)
+    proposal = isb.proposal(space, oracle, np.random.default_rng(0), None)
+    assert isb.harm_[7] > isb.harm_[0]
+    uniform = est.get("uniform").proposal(space, oracle, None, None)
+    assert proposal_std(space, proposal, table, SA) < 0.5 * proposal_std(space, uniform, table, SA)
+
+
+def test_is_b_with_no_measured_harm_falls_back_to_p() -> None:
+    space = _space()
+    oracle = TableOracle(space, np.full(space.size, SA), SA)
+    result = est.get("is-b", pilot=64).estimate(oracle, samples=50)
+    assert result.ra == pytest.approx(space.p_software * SA)
+    assert result.pilot > 0 and result.std == pytest.approx(0.0)
+
+
+def test_bad_arguments_are_clear_errors() -> None:
+    space = _space()
+    oracle = TableOracle(space, _table(space), SA)
+    assert list_estimators() == ["uniform", "mac", "is", "is-b", "exact"]
+    with pytest.raises(ValueError, match="samples"):
+        est.get("is").estimate(oracle, samples=0)
+    with pytest.raises(ValueError, match="uniform, mac, is, is-b, exact"):
+        est.get("stratified")
+    with pytest.raises(ValueError, match="pilot"):
+        est.get("is-b", pilot=0)
+    with pytest.raises(ValueError, match="one accuracy per site"):
+        TableOracle(space, np.zeros(3), SA)
