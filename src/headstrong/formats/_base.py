@@ -1,0 +1,164 @@
+"""The common face of every number format, and the input checks they share.
+
+Each format is a small frozen dataclass whose methods are pure tensor functions: they never
+modify their input, never leave its device and never loop over elements in Python.
+"""
+
+from __future__ import annotations
+
+import operator
+from abc import ABC, abstractmethod
+from typing import Union
+
+import torch
+
+Bit = Union[int, torch.Tensor]
+
+
+class NumberFormat(ABC):
+    """A number format: encode to bit patterns, decode, quantise, flip bits.
+
+    Subclasses set ``name`` and ``bits`` and implement the abstract methods. ``needs_scale`` is
+    True for formats whose values depend on a per-tensor scale (int8, int16): callers that have
+    profiled one pass it with :meth:`with_scale`.
+    """
+
+    name: str
+    bits: int
+    needs_scale: bool = False
+
+    @abstractmethod
+    def encode(self, x: torch.Tensor) -> torch.Tensor:
+        """Bit patterns of ``x`` quantised to this format: int64, in the low ``bits`` bits."""
+
+    @abstractmethod
+    def quantize(self, x: torch.Tensor) -> torch.Tensor:
+        """``x`` rounded into this format (round to nearest even), as float32."""
+
+    @abstractmethod
+    def flip(self, x: torch.Tensor, bit: Bit) -> torch.Tensor:
+        """Quantise ``x``, flip bit ``bit`` of every element, decode to float32.
+
+        ``bit`` is an int or an integer tensor that broadcasts against ``x`` (one bit per
+        sample, say); the result has the broadcast shape.
+        """
+
+    @abstractmethod
+    def bit_groups(self) -> dict[str, list[int]]:
+        """Which bits play which role, e.g. ``{"sign": [31], "exponent": [23..30], ...}``."""
+
+    @abstractmethod
+    def describe(self) -> str:
+        """One line on the values the format can hold (for tables and error messages)."""
+
+    def with_scale(self, scale: float | torch.Tensor) -> NumberFormat:
+        """This format with a fixed scale; formats without a per-tensor scale ignore it.
+
+        Floating-point formats have no scale, fixed point has the constant 2**-F and block
+        floating point takes a shared exponent from each block, so for those this returns
+        ``self``: a caller can pass a profiled scale to any format.
+        """
+        check_scale(scale)
+        return self
+
+    def layout(self) -> str:
+        """Bit ranges of each group, most significant first, e.g. ``sign 15 | exponent 14..10``."""
+        parts = []
+        groups = sorted(self.bit_groups().items(), key=lambda item: -max(item[1]))
+        for group, bits in groups:
+            hi, lo = max(bits), min(bits)
+            parts.append(f"{group} {hi}" if hi == lo else f"{group} {hi}..{lo}")
+        return " | ".join(parts)
+
+
+def check_float_tensor(x: object, fmt: str) -> torch.Tensor:
+    """``x`` as float32 on its own device; anything but a floating tensor is refused."""
+    if not isinstance(x, torch.Tensor):
+        raise TypeError(
+            f"{fmt}: expected a torch.Tensor of floating dtype, got {type(x).__name__}"
+        )
+    if not x.is_floating_point():
+        raise ValueError(
+            f"{fmt}: input tensor has dtype {x.dtype}; only floating tensors are allowed "
+            "(float32, float16, bfloat16, float64, ...)"
+        )
+    return x.float()
+
+
+def check_codes(codes: object, fmt: str) -> torch.Tensor:
+    """``codes`` as int64; anything but an integer tensor is refused."""
+    if not isinstance(codes, torch.Tensor):
+        raise TypeError(f"{fmt}: expected an integer torch.Tensor of codes, got {type(codes).__name__}")
+    if codes.is_floating_point() or codes.is_complex() or codes.dtype == torch.bool:
+        raise ValueError(
+            f"{fmt}: codes have dtype {codes.dtype}; only integer tensors are allowed "
+            "(int64 as returned by encode, or any other integer dtype)"
+        )
+    return codes.long()
+
+
+def check_bit(bit: object, bits: int, fmt: str, device: torch.device) -> Bit:
+    """``bit`` validated against 0..bits-1: a Python int, or an int64 tensor on ``device``."""
+    if isinstance(bit, torch.Tensor):
+        if bit.is_floating_point() or bit.is_complex() or bit.dtype == torch.bool:
+            raise TypeError(
+                f"{fmt}: bit tensor has dtype {bit.dtype}; only integer tensors are allowed"
+            )
+        if bit.numel() > 0:
+            lo, hi = int(bit.min()), int(bit.max())
+            if lo < 0 or hi >= bits:
+                bad = lo if lo < 0 else hi
+                raise ValueError(
+                    f"{fmt}: bit {bad} is out of range; allowed bits are 0..{bits - 1}"
+                )
+        return bit.to(device=device, dtype=torch.int64)
+    if isinstance(bit, bool):
+        raise TypeError(f"{fmt}: bit must be an int or an integer tensor, got bool")
+    try:
+        value = operator.index(bit)
+    except TypeError:
+        raise TypeError(
+            f"{fmt}: bit must be an int or an integer tensor, got {type(bit).__name__}"
+        ) from None
+    if not 0 <= value < bits:
+        raise ValueError(f"{fmt}: bit {value} is out of range; allowed bits are 0..{bits - 1}")
+    return value
+
+
+def check_scale(scale: object) -> float:
+    """A scale as a positive finite float (Python number or one-element tensor)."""
+    if isinstance(scale, torch.Tensor):
+        if scale.numel() != 1:
+            raise ValueError(
+                f"scale must be a single positive number, got a tensor of shape {tuple(scale.shape)}"
+            )
+        scale = scale.item()
+    if isinstance(scale, bool) or not isinstance(scale, (int, float)):
+        raise TypeError(f"scale must be a positive finite number, got {type(scale).__name__}")
+    value = float(scale)
+    if not (value > 0 and value != float("inf")):
+        raise ValueError(f"scale must be a positive finite number, got {value}")
+    return value
+
+
+def sign_extended_mask(bit: Bit, width: int) -> Bit:
+    """XOR mask that flips ``bit`` of a sign-extended ``width``-bit two's complement integer.
+
+    For the sign bit (``width - 1``) the mask is ``-(1 << (width - 1))``: all ones from the sign
+    bit up, so the result stays sign-extended and never overflows a signed view.
+    """
+    if isinstance(bit, torch.Tensor):
+        mask = torch.bitwise_left_shift(torch.ones_like(bit), bit)
+        return torch.where(bit == width - 1, torch.full_like(bit, -(1 << (width - 1))), mask)
+    return -(1 << (width - 1)) if bit == width - 1 else 1 << bit
+
+
+def to_signed(codes: torch.Tensor, width: int) -> torch.Tensor:
+    """Low ``width`` bits of int64 ``codes`` read as a two's complement number (int64)."""
+    low = codes & ((1 << width) - 1)
+    return low - ((low >> (width - 1)) << width)
+
+
+def to_unsigned(values: torch.Tensor, width: int) -> torch.Tensor:
+    """Sign-extended int64 ``values`` as codes in the low ``width`` bits (int64)."""
+    return values.long() & ((1 << width) - 1)

@@ -1,0 +1,206 @@
+"""Integer formats (int8, int16) and fixed point (``fxpW_F``): two's complement codes times a step.
+
+A value is ``code * step``. Quantising rounds ``x / step`` to the nearest integer (ties to even)
+and saturates at the format's range; NaN becomes 0 and ±Inf saturates. A flip XORs one bit of
+the two's complement code (bit ``bits - 1`` is the sign), so it never saturates and never fails.
+
+* ``int8`` / ``int16`` are symmetric: codes -(2**(b-1)-1) .. 2**(b-1)-1 on quantising (the code
+  -2**(b-1) is reached only by a flip) and ``step = scale``. Without a scale the format computes
+  one per tensor, ``scale = max|x| / (2**(b-1) - 1)`` over the finite elements (1.0 when that is
+  0). A profiled scale is fixed with ``formats.get("int8", scale=s)`` or ``fmt.with_scale(s)``,
+  which return a new format object; ``fmt.scale_for(x)`` tells which scale a call would use.
+* ``fxpW_F`` is W-bit two's complement with F fraction bits (``fxp16_8`` is Q8.8): ``step =
+  2**-F`` always, codes -2**(W-1) .. 2**(W-1)-1 (full range), so it needs no scale. W is 2..24
+  and F 0..W-1: decoded values are float32, exact for codes of up to 24 bits.
+
+Arithmetic runs in float64 on the input's device, so quantising is exactly idempotent.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from typing import Optional
+
+import torch
+
+from headstrong.formats._base import (
+    Bit,
+    NumberFormat,
+    check_bit,
+    check_codes,
+    check_float_tensor,
+    check_scale,
+    sign_extended_mask,
+    to_signed,
+    to_unsigned,
+)
+from headstrong.formats._registry import register_family, register_format
+
+
+def round_codes(x: torch.Tensor, step: float | torch.Tensor, lo: int, hi: int) -> torch.Tensor:
+    """``x / step`` rounded half to even and saturated to ``lo..hi``, as int64 (NaN → 0)."""
+    v = torch.nan_to_num(x.double() / step, nan=0.0, posinf=float(hi), neginf=float(lo))
+    return torch.round(v).clamp_(lo, hi).long()
+
+
+class _Linear(NumberFormat):
+    """Shared work of int and fixed point: code = round(x / step), value = code * step."""
+
+    bits: int
+    lo: int  # smallest code produced by quantising
+    hi: int  # largest code produced by quantising
+
+    def _step(self, x: torch.Tensor) -> float | torch.Tensor:
+        raise NotImplementedError
+
+    def _codes(self, x: torch.Tensor) -> tuple[torch.Tensor, float | torch.Tensor]:
+        x = check_float_tensor(x, self.name)
+        step = self._step(x)
+        return round_codes(x, step, self.lo, self.hi), step
+
+    def quantize(self, x: torch.Tensor) -> torch.Tensor:
+        """``x`` rounded to a multiple of the step (ties to even), saturated, as float32."""
+        codes, step = self._codes(x)
+        return (codes.double() * step).float()
+
+    def encode(self, x: torch.Tensor) -> torch.Tensor:
+        """Two's complement codes of the quantised ``x``, int64 in the low ``bits`` bits."""
+        codes, _ = self._codes(x)
+        return to_unsigned(codes, self.bits)
+
+    def flip(self, x: torch.Tensor, bit: Bit) -> torch.Tensor:
+        """Quantise ``x``, XOR bit ``bit`` of each two's complement code, decode to float32."""
+        codes, step = self._codes(x)
+        bit = check_bit(bit, self.bits, self.name, codes.device)
+        flipped = codes ^ sign_extended_mask(bit, self.bits)
+        return (flipped.double() * step).float()
+
+    def _decode(self, codes: torch.Tensor, step: float | torch.Tensor) -> torch.Tensor:
+        codes = check_codes(codes, self.name)
+        return (to_signed(codes, self.bits).double() * step).float()
+
+    def bit_groups(self) -> dict[str, list[int]]:
+        """``sign``: bit ``bits - 1``; ``magnitude``: the value bits below it."""
+        return {"sign": [self.bits - 1], "magnitude": list(range(self.bits - 1))}
+
+
+@dataclass(frozen=True)
+class IntFormat(_Linear):
+    """Symmetric ``bits``-bit integer with a per-tensor (or given) scale."""
+
+    name: str
+    bits: int
+    scale: Optional[float] = None
+    needs_scale = True
+
+    def __post_init__(self) -> None:
+        if self.scale is not None:
+            object.__setattr__(self, "scale", check_scale(self.scale))
+
+    @property
+    def lo(self) -> int:  # type: ignore[override]
+        return -self.hi
+
+    @property
+    def hi(self) -> int:  # type: ignore[override]
+        return (1 << (self.bits - 1)) - 1
+
+    def scale_for(self, x: torch.Tensor) -> torch.Tensor:
+        """The scale used for ``x``: the given one, else max|x| (finite) / (2**(bits-1) - 1)."""
+        x = check_float_tensor(x, self.name)
+        if self.scale is not None:
+            return torch.tensor(self.scale, dtype=torch.float64, device=x.device)
+        if x.numel() == 0:
+            return torch.ones((), dtype=torch.float64, device=x.device)
+        amax = torch.where(torch.isfinite(x), x.abs(), 0.0).amax().double()
+        return torch.where(amax > 0, amax / self.hi, torch.ones_like(amax))
+
+    def _step(self, x: torch.Tensor) -> float | torch.Tensor:
+        return self.scale if self.scale is not None else self.scale_for(x)
+
+    def with_scale(self, scale: float | torch.Tensor) -> IntFormat:
+        """A copy of this format with a fixed scale (e.g. profiled over a data set)."""
+        return replace(self, scale=check_scale(scale))
+
+    def decode(self, codes: torch.Tensor, scale: float | torch.Tensor | None = None) -> torch.Tensor:
+        """Values of codes (low ``bits`` bits, two's complement) times ``scale``, as float32.
+
+        The scale is the format's own if it has one; otherwise pass ``scale=fmt.scale_for(x)``.
+        """
+        if scale is None:
+            if self.scale is None:
+                raise ValueError(
+                    f"{self.name} has no fixed scale, so decode needs one: pass "
+                    f"scale=fmt.scale_for(x), or use formats.get({self.name!r}, scale=...)"
+                )
+            scale = self.scale
+        elif not isinstance(scale, torch.Tensor) or scale.numel() == 1:
+            scale = check_scale(scale)
+        return self._decode(codes, scale)
+
+    def describe(self) -> str:
+        scale = "per tensor" if self.scale is None else f"{self.scale:.6g}"
+        return f"codes ±{self.hi} (two's complement) x scale ({scale}); saturates"
+
+
+@dataclass(frozen=True)
+class FixedFormat(_Linear):
+    """W-bit two's complement with F fraction bits: step 2**-F, saturating."""
+
+    name: str
+    bits: int
+    frac_bits: int
+
+    @property
+    def lo(self) -> int:  # type: ignore[override]
+        return -(1 << (self.bits - 1))
+
+    @property
+    def hi(self) -> int:  # type: ignore[override]
+        return (1 << (self.bits - 1)) - 1
+
+    @property
+    def step(self) -> float:
+        """Value of the least significant bit, 2**-F."""
+        return 2.0**-self.frac_bits
+
+    def _step(self, x: torch.Tensor) -> float:
+        return self.step
+
+    def decode(self, codes: torch.Tensor) -> torch.Tensor:
+        """Values of codes (low ``bits`` bits, two's complement) times 2**-F, as float32."""
+        return self._decode(codes, self.step)
+
+    def describe(self) -> str:
+        return (
+            f"{self.lo * self.step:.6g} .. {self.hi * self.step:.6g} in steps of "
+            f"2^-{self.frac_bits}; saturates"
+        )
+
+
+@register_format("int8")
+def int8(*, scale: Optional[float] = None) -> IntFormat:
+    """8-bit symmetric integer."""
+    return IntFormat("int8", 8, scale)
+
+
+@register_format("int16")
+def int16(*, scale: Optional[float] = None) -> IntFormat:
+    """16-bit symmetric integer."""
+    return IntFormat("int16", 16, scale)
+
+
+@register_family("fxp", r"fxp(\d+)_(\d+)", template="fxpW_F", default="fxp16_8")
+def fixed(total: int, frac: int) -> FixedFormat:
+    """``fxpW_F``: W bits in all (2..24), F of them fraction bits (0..W-1)."""
+    if not 2 <= total <= 24:
+        raise ValueError(
+            f"fixed-point format fxp{total}_{frac}: W={total} is outside 2..24 "
+            "(W total bits, decoded as float32, exact up to 24 bits)"
+        )
+    if not 0 <= frac <= total - 1:
+        raise ValueError(
+            f"fixed-point format fxp{total}_{frac}: F={frac} is outside 0..{total - 1} "
+            "(F fraction bits, below the sign bit)"
+        )
+    return FixedFormat(f"fxp{total}_{frac}", total, frac)
