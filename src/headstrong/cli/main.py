@@ -24,6 +24,7 @@ app = typer.Typer(
 
 # Sub-command modules, in the order they appear in --help.
 _COMMAND_MODULES: tuple[str, ...] = (
+    "formats",
     "describe",
 )
 
