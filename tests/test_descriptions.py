@@ -28,6 +28,7 @@ EXPECTED = {
     "fashion_mnist": list(torchvision.datasets.FashionMNIST.classes),
     "mnist": list(torchvision.datasets.MNIST.classes),
     "cifar10": CIFAR10,
+    "cifar100": CIFAR100,
     "stl10": STL10,
 }
 
@@ -66,7 +67,7 @@ def test_shipped_file_answers_every_question(name: str) -> None:
 @pytest.mark.parametrize(
     ("alias", "name"),
     [("fashion-mnist", "fashion_mnist"), ("FashionMNIST", "fashion_mnist"), ("CIFAR-10", "cifar10"),
-     ("stl-10", "stl10"), ("MNIST", "mnist")],
+     ("cifar_100", "cifar100"), ("stl-10", "stl10"), ("MNIST", "mnist")],
 )
 def test_aliases_name_the_same_set(alias: str, name: str) -> None:
     assert descriptions.load(alias) == descriptions.load(name)
