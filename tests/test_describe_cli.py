@@ -16,7 +16,7 @@ import pytest
 from typer.testing import CliRunner
 
 from headstrong.cli.main import app
-from headstrong.textguided import descriptions
+from headstrong.textguided import descriptions, llm
 
 runner = CliRunner()
 
@@ -28,7 +28,10 @@ class FakeServer:
 
     def __init__(self) -> None:
         self.requests: list[dict] = []
-        self.fail_first = 0  # answer this many requests with HTTP 500 first
+        self.fail_first = 0  # answer this many requests with an error first
+        self.fail_status = 500  # ... with this status
+        self.empty_first = 0  # then answer this many with empty content
+        self.keys: list[str] = []
         self.fail_after: int | None = None  # after this many good answers, fail every request
         self.good = 0
         self.lock = threading.Lock()
@@ -40,6 +43,7 @@ class FakeServer:
 
             def do_POST(self) -> None:  # noqa: N802 - http.server's naming
                 body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+                server.keys.append(self.headers.get("Authorization", ""))
                 status, payload = server.respond(self.path, body)
                 data = json.dumps(payload).encode()
                 self.send_response(status)
@@ -50,7 +54,7 @@ class FakeServer:
 
         self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/v1"
-        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+        self.thread = threading.Thread(target=self.httpd.serve_forever, args=(0.02,), daemon=True)
 
     def respond(self, path: str, body: dict) -> tuple[int, dict]:
         with self.lock:
@@ -59,10 +63,12 @@ class FakeServer:
                 return 404, {"error": {"message": f"no route {path}"}}
             if self.fail_first > 0:
                 self.fail_first -= 1
-                return 500, {"error": {"message": "temporary failure", "type": "server_error"}}
+                return self.fail_status, {"error": {"message": "temporary failure", "type": "server_error"}}
             if self.fail_after is not None and self.good >= self.fail_after:
                 return 503, {"error": {"message": "server is down", "type": "server_error"}}
             self.good += 1
+            empty = self.empty_first > 0
+            self.empty_first -= empty
         question = body["messages"][-1]["content"]
         return 200, {
             "id": f"chatcmpl-{len(self.requests)}",
@@ -72,7 +78,7 @@ class FakeServer:
             "choices": [
                 {
                     "index": 0,
-                    "message": {"role": "assistant", "content": f"  Answer to: {question}\n"},
+                    "message": {"role": "assistant", "content": "" if empty else f"  Answer to: {question}\n"},
                     "finish_reason": "stop",
                 }
             ],
@@ -102,6 +108,46 @@ def _run(server: FakeServer, tmp_path: Path, classes: str, out: Path, *extra: st
         "--out", str(out), "--questions", str(qfile), "--retry-wait", "0", "--no-progress", *extra,
     ]
     return runner.invoke(app, args, env={"OPENAI_API_KEY": "test-key"})
+
+
+def test_key_comes_from_the_named_environment_variable(server: FakeServer, tmp_path: Path) -> None:
+    classes = tmp_path / "classes.txt"
+    classes.write_text("owl\n")
+    result = _run(server, tmp_path, str(classes), tmp_path / "a.json", "--api-key-env", "HS_TEST_KEY")
+    assert result.exit_code == 0, result.output
+    assert set(server.keys) == {"Bearer not-needed"}  # HS_TEST_KEY is unset: local servers need none
+    server.keys.clear()
+    args = ["describe", "--classes", str(classes), "--model", "tiny-model", "--base-url", server.url,
+            "--out", str(tmp_path / "b.json"), "--api-key-env", "HS_TEST_KEY", "--no-progress"]
+    result = runner.invoke(app, args, env={"HS_TEST_KEY": "sk-secret"})
+    assert result.exit_code == 0, result.output
+    assert set(server.keys) == {"Bearer sk-secret"}
+    assert len(server.keys) == len(descriptions.DEFAULT_QUESTIONS)  # the shipped six by default
+
+
+@pytest.mark.parametrize("status", [429, 500, 503])
+def test_ask_backs_off_exponentially(server: FakeServer, status: int) -> None:
+    server.fail_first, server.fail_status = 3, status
+    waits: list[float] = []
+    client = llm.make_client(server.url)
+    answer = llm.ask(client, "m", "Why?", retry=llm.RetryPolicy(attempts=4, base=0.5), sleep=waits.append)
+    assert answer == "Answer to: Why?"
+    assert waits == [0.5, 1.0, 2.0]
+
+
+def test_empty_answers_are_retried_then_reported(server: FakeServer) -> None:
+    client = llm.make_client(server.url)
+    server.empty_first = 1
+    assert llm.ask(client, "m", "Why?", retry=llm.RetryPolicy(attempts=2, base=0), sleep=lambda _: None)
+    server.empty_first = 2
+    with pytest.raises(llm.GenerationError, match="after 2 attempts.*empty answer"):
+        llm.ask(client, "m", "Why?", retry=llm.RetryPolicy(attempts=2, base=0), sleep=lambda _: None)
+
+
+def test_retry_policy_rejects_nonsense() -> None:
+    with pytest.raises(ValueError, match="attempts must be at least 1"):
+        llm.RetryPolicy(attempts=0)
+    assert llm.RetryPolicy(base=4, cap=10).delay(3) == 10
 
 
 def test_generates_a_loadable_file_from_a_class_list(server: FakeServer, tmp_path: Path) -> None:
