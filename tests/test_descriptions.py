@@ -96,6 +96,15 @@ def test_save_round_trips_and_replaces_atomically(tmp_path: Path) -> None:
     assert [p.name for p in path.parent.iterdir()] == ["out.json"]  # no temporary file left
 
 
+def test_a_failed_write_keeps_the_old_file(tmp_path: Path) -> None:
+    path = tmp_path / "out.json"
+    descriptions.save({"x": ["kept"]}, path)
+    with pytest.raises(TypeError):
+        descriptions.write_json_atomic({"classes": {"x": ["new", object()]}}, path)
+    assert descriptions.load(path) == {"x": ["kept"]}
+    assert [p.name for p in tmp_path.iterdir()] == ["out.json"]
+
+
 def test_save_refuses_what_load_would_refuse(tmp_path: Path) -> None:
     path = tmp_path / "out.json"
     with pytest.raises(ValueError, match="'x' has an empty list"):
