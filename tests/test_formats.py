@@ -227,18 +227,22 @@ def test_float_inputs_of_other_dtypes_and_shapes() -> None:
 
 
 def numpy_int(values: np.ndarray, bits: int, scale: float | None, bit: int | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """(codes in the low bits, decoded float32 values), flipped at ``bit`` if given."""
+    """(codes in the low bits, decoded float32 values), flipped at ``bit`` if given: float64
+    arithmetic with the per-tensor scale, float32 with a given one (as the docs promise)."""
     qmax = 2 ** (bits - 1) - 1
-    v = values.astype(np.float64)
     if scale is None:
+        v = values.astype(np.float64)
         amax = np.abs(v[np.isfinite(v)]).max()
         scale = amax / qmax if amax > 0 else 1.0
-    q = np.clip(np.round(np.nan_to_num(v / scale, nan=0.0, posinf=qmax, neginf=-qmax)), -qmax, qmax)
+    else:
+        v, scale = values.astype(np.float32), np.float32(scale)
+    with np.errstate(invalid="ignore"):
+        q = np.clip(np.round(np.nan_to_num(v / scale, nan=0.0, posinf=qmax, neginf=-qmax)), -qmax, qmax)
     signed, unsigned = {8: (np.int8, np.uint8), 16: (np.int16, np.uint16)}[bits]
     codes = q.astype(signed).view(unsigned)
     if bit is not None:
         codes = codes ^ unsigned(1 << bit)
-    return codes.astype(np.int64), (codes.view(signed).astype(np.float64) * scale).astype(np.float32)
+    return codes.astype(np.int64), (codes.view(signed).astype(v.dtype) * scale).astype(np.float32)
 
 
 @pytest.mark.parametrize(("name", "bits"), [("int8", 8), ("int16", 16)])
@@ -283,6 +287,12 @@ def test_int_scale_handling() -> None:
         fmt.with_scale(0.0)
     fp = formats.get("fp16")
     assert fp.with_scale(3.0) is fp and not fp.needs_scale
+    given = formats.get("int16", scale=0.0123)
+    assert given.scale == float(np.float32(0.0123))  # applied, and kept, as float32
+    q = given.quantize(torch.randn(1000, generator=torch.Generator().manual_seed(11)) * 100)
+    assert torch.equal(given.quantize(q), q)
+    with pytest.raises(ValueError, match="not a positive finite float32"):
+        formats.get("int8", scale=1e-50)
 
 
 # ---------------------------------------------------------------- fixed point: Q8.8 by hand

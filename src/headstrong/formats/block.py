@@ -37,7 +37,7 @@ from headstrong.formats._base import (
     to_unsigned,
 )
 from headstrong.formats._registry import register_family
-from headstrong.formats.integer import round_codes
+from headstrong.formats.integer import code_dtype, round_codes, scale_codes
 
 ZERO_BLOCK_EXPONENT = -126
 
@@ -61,7 +61,7 @@ class BlockFormat(NumberFormat):
         length = rows.shape[-1]
         blocks = -(-length // self.block_size)
         pad = blocks * self.block_size - length
-        mag = torch.where(torch.isfinite(rows), rows.abs(), 0.0)
+        mag = rows.abs().nan_to_num_(nan=0.0, posinf=0.0)
         mag = torch.nn.functional.pad(mag, (0, pad)) if pad else mag
         amax = mag.reshape(*rows.shape[:-1], blocks, self.block_size).amax(dim=-1)
         _, exp = torch.frexp(amax)  # amax = f * 2**exp with f in [0.5, 1)
@@ -70,22 +70,24 @@ class BlockFormat(NumberFormat):
 
     def _steps(self, exponents: torch.Tensor, length: int) -> torch.Tensor:
         """Per-element step ``2**(e - (M - 2))`` in float64, shape ``(..., length)``."""
-        per_element = exponents.repeat_interleave(self.block_size, dim=-1)[..., :length]
-        ones = torch.ones(per_element.shape, dtype=torch.float64, device=per_element.device)
-        return torch.ldexp(ones, per_element - (self.mantissa_bits - 2))
+        ones = torch.ones(exponents.shape, dtype=torch.float64, device=exponents.device)
+        per_block = torch.ldexp(ones, exponents - (self.mantissa_bits - 2))
+        shape = (*exponents.shape[:-1], exponents.shape[-1] * self.block_size)
+        per_element = per_block.unsqueeze(-1).expand(*exponents.shape, self.block_size)
+        return per_element.reshape(shape)[..., :length]
 
     def _codes(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         x = check_float_tensor(x, self.name)
         rows = x.reshape(1) if x.dim() == 0 else x
         steps = self._steps(self.shared_exponents(rows), rows.shape[-1])
         hi = (1 << (self.mantissa_bits - 1)) - 1
-        codes = round_codes(rows, steps, -hi, hi)
+        codes = round_codes(rows, steps, -hi, hi, code_dtype(self.mantissa_bits))
         return codes.reshape(x.shape), steps.reshape(x.shape)
 
     def quantize(self, x: torch.Tensor) -> torch.Tensor:
         """``x`` with each mantissa rounded (ties to even) and saturated, as float32."""
         codes, steps = self._codes(x)
-        return (codes.double() * steps).float()
+        return scale_codes(codes, steps)
 
     def encode(self, x: torch.Tensor) -> torch.Tensor:
         """M-bit two's complement mantissa codes, int64 in the low M bits (exponents apart)."""
@@ -111,8 +113,10 @@ class BlockFormat(NumberFormat):
         """Quantise ``x``, XOR mantissa bit ``bit`` of each element, decode with its block's exponent."""
         codes, steps = self._codes(x)
         bit = check_bit(bit, self.mantissa_bits, self.name, codes.device)
-        flipped = codes ^ sign_extended_mask(bit, self.mantissa_bits)
-        return (flipped.double() * steps).float()
+        mask = sign_extended_mask(bit, self.mantissa_bits)
+        if isinstance(mask, torch.Tensor):
+            mask = mask.to(codes.dtype)
+        return scale_codes(codes ^ mask, steps)
 
     def bit_groups(self) -> dict[str, list[int]]:
         """``sign``: bit M-1 of the mantissa; ``mantissa``: the bits below it."""

@@ -13,7 +13,11 @@ the two's complement code (bit ``bits - 1`` is the sign), so it never saturates 
   2**-F`` always, codes -2**(W-1) .. 2**(W-1)-1 (full range), so it needs no scale. W is 2..24
   and F 0..W-1: decoded values are float32, exact for codes of up to 24 bits.
 
-Arithmetic runs in float64 on the input's device, so quantising is exactly idempotent.
+Arithmetic: a scale given as a number (``get``, ``with_scale``, ``decode(scale=...)``) is rounded
+to float32 and applied in float32, the fast path the engine takes with profiled scales; the
+per-tensor scale (``scale_for(x)``, a 0-d float64 tensor) is computed and applied in float64, so
+the largest element maps back to itself. Either way quantising is exactly idempotent. Codes are
+held in the narrowest integer dtype (int8, int16, int32) while working.
 """
 
 from __future__ import annotations
@@ -37,10 +41,27 @@ from headstrong.formats._base import (
 from headstrong.formats._registry import register_family, register_format
 
 
-def round_codes(x: torch.Tensor, step: float | torch.Tensor, lo: int, hi: int) -> torch.Tensor:
-    """``x / step`` rounded half to even and saturated to ``lo..hi``, as int64 (NaN → 0)."""
-    v = torch.nan_to_num(x.double() / step, nan=0.0, posinf=float(hi), neginf=float(lo))
-    return torch.round(v).clamp_(lo, hi).long()
+def code_dtype(bits: int) -> torch.dtype:
+    """Narrowest signed integer dtype holding ``bits``-bit two's complement codes."""
+    return torch.int8 if bits <= 8 else torch.int16 if bits <= 16 else torch.int32
+
+
+def round_codes(x: torch.Tensor, step: torch.Tensor, lo: int, hi: int, dtype: torch.dtype) -> torch.Tensor:
+    """``x / step`` in ``step``'s float dtype, rounded half to even, saturated to ``lo..hi``
+    (±Inf too; NaN → 0), as integer ``dtype``. ``step`` is a tensor on ``x``'s device, so the
+    division is a true division on every device (no reciprocal shortcut for scalars)."""
+    v = x.to(step.dtype) / step  # a new tensor: the in-place steps below never touch x
+    return v.round_().clamp_(lo, hi).nan_to_num_(nan=0.0).to(dtype)
+
+
+def scale_codes(codes: torch.Tensor, step: torch.Tensor) -> torch.Tensor:
+    """Integer codes times ``step`` in ``step``'s dtype, rounded to float32."""
+    return (codes.to(step.dtype) * step).float()
+
+
+def float32_step(step: float, device: torch.device) -> torch.Tensor:
+    """A step as a 0-d float32 tensor on ``device``."""
+    return torch.tensor(step, dtype=torch.float32, device=device)
 
 
 class _Linear(NumberFormat):
@@ -50,18 +71,18 @@ class _Linear(NumberFormat):
     lo: int  # smallest code produced by quantising
     hi: int  # largest code produced by quantising
 
-    def _step(self, x: torch.Tensor) -> float | torch.Tensor:
+    def _step(self, x: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
 
-    def _codes(self, x: torch.Tensor) -> tuple[torch.Tensor, float | torch.Tensor]:
+    def _codes(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         x = check_float_tensor(x, self.name)
         step = self._step(x)
-        return round_codes(x, step, self.lo, self.hi), step
+        return round_codes(x, step, self.lo, self.hi, code_dtype(self.bits)), step
 
     def quantize(self, x: torch.Tensor) -> torch.Tensor:
         """``x`` rounded to a multiple of the step (ties to even), saturated, as float32."""
         codes, step = self._codes(x)
-        return (codes.double() * step).float()
+        return scale_codes(codes, step)
 
     def encode(self, x: torch.Tensor) -> torch.Tensor:
         """Two's complement codes of the quantised ``x``, int64 in the low ``bits`` bits."""
@@ -72,12 +93,18 @@ class _Linear(NumberFormat):
         """Quantise ``x``, XOR bit ``bit`` of each two's complement code, decode to float32."""
         codes, step = self._codes(x)
         bit = check_bit(bit, self.bits, self.name, codes.device)
-        flipped = codes ^ sign_extended_mask(bit, self.bits)
-        return (flipped.double() * step).float()
+        mask = sign_extended_mask(bit, self.bits)
+        if isinstance(mask, torch.Tensor):
+            mask = mask.to(codes.dtype)
+        return scale_codes(codes ^ mask, step)
 
     def _decode(self, codes: torch.Tensor, step: float | torch.Tensor) -> torch.Tensor:
         codes = check_codes(codes, self.name)
-        return (to_signed(codes, self.bits).double() * step).float()
+        if isinstance(step, torch.Tensor):
+            step = step.to(device=codes.device, dtype=torch.float64).reshape(())
+        else:
+            step = float32_step(step, codes.device)
+        return scale_codes(to_signed(codes, self.bits), step)
 
     def bit_groups(self) -> dict[str, list[int]]:
         """``sign``: bit ``bits - 1``; ``magnitude``: the value bits below it."""
@@ -94,8 +121,14 @@ class IntFormat(_Linear):
     needs_scale = True
 
     def __post_init__(self) -> None:
-        if self.scale is not None:
-            object.__setattr__(self, "scale", check_scale(self.scale))
+        if self.scale is not None:  # kept as the float32 value it is applied as
+            scale = float(torch.tensor(check_scale(self.scale), dtype=torch.float32))
+            if not 0 < scale < float("inf"):
+                raise ValueError(
+                    f"scale {self.scale} is not a positive finite float32; allowed: "
+                    "about 1.2e-38 .. 3.4e38"
+                )
+            object.__setattr__(self, "scale", scale)
 
     @property
     def lo(self) -> int:  # type: ignore[override]
@@ -106,17 +139,20 @@ class IntFormat(_Linear):
         return (1 << (self.bits - 1)) - 1
 
     def scale_for(self, x: torch.Tensor) -> torch.Tensor:
-        """The scale used for ``x``: the given one, else max|x| (finite) / (2**(bits-1) - 1)."""
+        """The scale used for ``x`` (0-d float64 tensor on its device): the given one, else
+        max|x| over the finite elements / (2**(bits-1) - 1), or 1.0 when that max is 0."""
         x = check_float_tensor(x, self.name)
         if self.scale is not None:
             return torch.tensor(self.scale, dtype=torch.float64, device=x.device)
         if x.numel() == 0:
             return torch.ones((), dtype=torch.float64, device=x.device)
-        amax = torch.where(torch.isfinite(x), x.abs(), 0.0).amax().double()
+        amax = x.abs().nan_to_num_(nan=0.0, posinf=0.0).amax().double()
         return torch.where(amax > 0, amax / self.hi, torch.ones_like(amax))
 
-    def _step(self, x: torch.Tensor) -> float | torch.Tensor:
-        return self.scale if self.scale is not None else self.scale_for(x)
+    def _step(self, x: torch.Tensor) -> torch.Tensor:
+        if self.scale is not None:
+            return float32_step(self.scale, x.device)
+        return self.scale_for(x)
 
     def with_scale(self, scale: float | torch.Tensor) -> IntFormat:
         """A copy of this format with a fixed scale (e.g. profiled over a data set)."""
@@ -125,7 +161,8 @@ class IntFormat(_Linear):
     def decode(self, codes: torch.Tensor, scale: float | torch.Tensor | None = None) -> torch.Tensor:
         """Values of codes (low ``bits`` bits, two's complement) times ``scale``, as float32.
 
-        The scale is the format's own if it has one; otherwise pass ``scale=fmt.scale_for(x)``.
+        The scale is the format's own if it has one; otherwise pass ``scale=fmt.scale_for(x)``
+        (a tensor: applied in float64, as quantize did) or a number (applied as float32).
         """
         if scale is None:
             if self.scale is None:
@@ -134,8 +171,10 @@ class IntFormat(_Linear):
                     f"scale=fmt.scale_for(x), or use formats.get({self.name!r}, scale=...)"
                 )
             scale = self.scale
-        elif not isinstance(scale, torch.Tensor) or scale.numel() == 1:
-            scale = check_scale(scale)
+        elif isinstance(scale, torch.Tensor):
+            check_scale(scale)
+        else:
+            scale = float(torch.tensor(check_scale(scale), dtype=torch.float32))
         return self._decode(codes, scale)
 
     def describe(self) -> str:
@@ -164,8 +203,8 @@ class FixedFormat(_Linear):
         """Value of the least significant bit, 2**-F."""
         return 2.0**-self.frac_bits
 
-    def _step(self, x: torch.Tensor) -> float:
-        return self.step
+    def _step(self, x: torch.Tensor) -> torch.Tensor:
+        return float32_step(self.step, x.device)
 
     def decode(self, codes: torch.Tensor) -> torch.Tensor:
         """Values of codes (low ``bits`` bits, two's complement) times 2**-F, as float32."""
