@@ -35,7 +35,9 @@ def _time(fn, device: torch.device, repeat: int) -> float:  # noqa: ANN001
     return statistics.median(times)
 
 
-def bench(device: torch.device, numel: int, repeat: int, names: list[str]) -> list[tuple[str, float, float]]:
+def bench(
+    device: torch.device, numel: int, repeat: int, names: list[str]
+) -> list[tuple[str, float, float]]:
     """(format, flips/s with one bit, flips/s with a bit per row) for each format."""
     cols = 1000
     rows = numel // cols

@@ -486,3 +486,37 @@ def test_cli_rejects_an_unknown_format() -> None:
     result = CliRunner().invoke(app, ["formats", "bf61"])
     assert result.exit_code != 0
     assert "unknown format 'bf61'" in result.output
+
+
+# ---------------------------------------------------------------- one element per sample
+
+
+@pytest.mark.parametrize("name", ALL + ["bfp4_8"])
+def test_flip_at_hits_one_element_per_sample(name: str) -> None:
+    fmt = formats.get(name)
+    gen = torch.Generator().manual_seed(12)
+    x = torch.randn(5, 3, 7, generator=gen) * 4
+    index = torch.tensor([0, 20, 7, 13, 5])
+    bits = torch.randint(0, fmt.bits, (5,), generator=gen)
+    out = fmt.flip_at(x, index, bits)
+    q = fmt.quantize(x)
+    for n in range(5):  # the slow way: flip the whole tensor, keep one element
+        expected = q[n].flatten().clone()
+        expected[index[n]] = fmt.flip(x, int(bits[n]))[n].flatten()[index[n]]
+        assert same(out[n].flatten().numpy(), expected.numpy())
+    assert same(fmt.flip_at(x, index, 0).numpy(), fmt.flip_at(x, index, torch.zeros(5, dtype=torch.int64)).numpy())
+
+
+def test_flip_at_checks_its_arguments() -> None:
+    fmt = formats.get("fp16")
+    x = torch.ones(4, 6)
+    with pytest.raises(ValueError, match=r"index has shape \(3,\); expected \(4,\)"):
+        fmt.flip_at(x, torch.zeros(3, dtype=torch.int64), 0)
+    with pytest.raises(ValueError, match=r"allowed flat indices are 0\.\.5"):
+        fmt.flip_at(x, torch.tensor([0, 1, 6, 2]), 0)
+    with pytest.raises(ValueError, match=r"bit has shape \(2,\); expected \(4,\)"):
+        fmt.flip_at(x, torch.zeros(4, dtype=torch.int64), torch.tensor([1, 2]))
+    with pytest.raises(ValueError, match=r"allowed bits are 0\.\.15"):
+        fmt.flip_at(x, torch.zeros(4, dtype=torch.int64), torch.tensor([1, 2, 3, 16]))
+    with pytest.raises(TypeError, match="index must be an integer tensor"):
+        fmt.flip_at(x, torch.zeros(4), 0)

@@ -61,8 +61,9 @@ def _flip_table(fmt, value: float):  # noqa: ANN001, ANN202
     hex_width = -(-fmt.bits // 4)
     role = {bit: group for group, bits in fmt.bit_groups().items() for bit in bits}
     flipped = fmt.flip(x.view(1, 1), torch.arange(fmt.bits).view(-1, 1))[:, 0]
+    stored = fmt.quantize(x).item()
     table = Table(
-        title=f"{value!r} in {fmt.name}: {pattern} (0x{code:0{hex_width}X}) = {fmt.quantize(x).item():.9g}"
+        title=f"{value!r} in {fmt.name}: {pattern} (0x{code:0{hex_width}X}) = {stored:.9g}"
     )
     for column in ("bit", "role", "pattern after flip", "value after flip"):
         table.add_column(column, justify="right" if column != "role" else "left")

@@ -15,6 +15,10 @@ take ``max|x| / (2**(bits-1) - 1)`` from each tensor; a profiled scale is fixed 
 ``fmt.with_scale(s)`` (or ``formats.get("int8", scale=s)``), which returns a new format object.
 ``with_scale`` on any other format returns it unchanged (floats need none, ``fxpW_F`` has the
 constant step 2**-F, ``bfpM_B`` takes an exponent from each block), so it is safe to call on all.
+Mind that a per-tensor scale comes from the tensor passed: ``flip(x[idx], bit)`` on a gathered
+subset would take the subset's max, so fix the whole tensor's scale first
+(``fmt.with_scale(fmt.scale_for(x))``). Block formats likewise take exponents from the blocks
+they are given: flip whole rows (or ``flip(x, bits)`` with per-element bits), not gathers.
 ``decode`` of int formats takes ``scale=``; of block formats, ``exponents`` from
 ``fmt.shared_exponents(x)``. Details in each family's module: ``floating`` (overflow rules),
 ``integer`` (int and fixed point), ``block``.

@@ -43,6 +43,45 @@ class NumberFormat(ABC):
         sample, say); the result has the broadcast shape.
         """
 
+    def flip_at(self, x: torch.Tensor, index: torch.Tensor, bit: Bit) -> torch.Tensor:
+        """``quantize(x)`` with one element of each sample flipped: in sample ``n`` (dimension
+        0), the element at flat ``index[n]`` gets bit ``bit[n]`` (or ``bit``) flipped.
+
+        Scales and block exponents come from the whole ``x``, so this is the safe way to hit
+        one element per sample in every format (a flip of a gathered subset would take its
+        scale, or its blocks, from the subset).
+        """
+        q = self.quantize(x)
+        if q.dim() == 0:
+            raise ValueError(
+                f"{self.name}: flip_at needs a tensor with a sample dimension, got a 0-d tensor"
+            )
+        n, per_sample = q.shape[0], q[0].numel() if q.shape[0] else 0
+        integer = isinstance(index, torch.Tensor) and not index.is_floating_point()
+        if not integer or index.dtype == torch.bool:
+            raise TypeError(f"{self.name}: index must be an integer tensor of shape ({n},)")
+        if index.shape != (n,):
+            raise ValueError(
+                f"{self.name}: index has shape {tuple(index.shape)}; expected ({n},), one flat "
+                "index per sample"
+            )
+        index = index.to(device=q.device, dtype=torch.int64)
+        if n and (int(index.min()) < 0 or int(index.max()) >= per_sample):
+            raise ValueError(
+                f"{self.name}: index out of range; allowed flat indices are 0..{per_sample - 1}"
+            )
+        if isinstance(bit, torch.Tensor) and bit.dim() > 0:
+            if bit.shape != (n,):
+                raise ValueError(
+                    f"{self.name}: bit has shape {tuple(bit.shape)}; expected ({n},) or an int"
+                )
+            bit = bit.reshape(n, *([1] * (q.dim() - 1)))
+        flipped = self.flip(x, bit).reshape(n, -1)
+        out = q.reshape(n, -1).clone()
+        column = index.view(n, 1)
+        out.scatter_(1, column, flipped.gather(1, column))
+        return out.view(q.shape)
+
     @abstractmethod
     def bit_groups(self) -> dict[str, list[int]]:
         """Which bits play which role, e.g. ``{"sign": [31], "exponent": [23..30], ...}``."""
@@ -88,7 +127,9 @@ def check_float_tensor(x: object, fmt: str) -> torch.Tensor:
 def check_codes(codes: object, fmt: str) -> torch.Tensor:
     """``codes`` as int64; anything but an integer tensor is refused."""
     if not isinstance(codes, torch.Tensor):
-        raise TypeError(f"{fmt}: expected an integer torch.Tensor of codes, got {type(codes).__name__}")
+        raise TypeError(
+            f"{fmt}: expected an integer torch.Tensor of codes, got {type(codes).__name__}"
+        )
     if codes.is_floating_point() or codes.is_complex() or codes.dtype == torch.bool:
         raise ValueError(
             f"{fmt}: codes have dtype {codes.dtype}; only integer tensors are allowed "
@@ -130,7 +171,8 @@ def check_scale(scale: object) -> float:
     if isinstance(scale, torch.Tensor):
         if scale.numel() != 1:
             raise ValueError(
-                f"scale must be a single positive number, got a tensor of shape {tuple(scale.shape)}"
+                "scale must be a single positive number, got a tensor of shape "
+                f"{tuple(scale.shape)}"
             )
         scale = scale.item()
     if isinstance(scale, bool) or not isinstance(scale, (int, float)):

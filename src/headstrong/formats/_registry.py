@@ -81,7 +81,9 @@ def get(name: str | NumberFormat, **params: Any) -> NumberFormat:
             )
         return name
     if not isinstance(name, str):
-        raise TypeError(f"format must be a name (str) or a format object, got {type(name).__name__}")
+        raise TypeError(
+            f"format must be a name (str) or a format object, got {type(name).__name__}"
+        )
     key = name.strip().lower()
     params = {k: v for k, v in params.items() if v is not None}
     if key in _FORMATS:

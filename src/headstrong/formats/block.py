@@ -1,4 +1,4 @@
-"""Block floating point ``bfpM_B``: blocks of B values share one exponent, each has an M-bit mantissa.
+"""Block floating point ``bfpM_B``: blocks of B values share an exponent, each an M-bit mantissa.
 
 Blocks are B consecutive values along the last dimension (a last block shorter than B takes
 what is left of the row), so a block never spans two samples and results never depend on
@@ -110,7 +110,8 @@ class BlockFormat(NumberFormat):
         return values.float().reshape(torch.broadcast_shapes(codes.shape, steps.shape))
 
     def flip(self, x: torch.Tensor, bit: Bit) -> torch.Tensor:
-        """Quantise ``x``, XOR mantissa bit ``bit`` of each element, decode with its block's exponent."""
+        """Quantise ``x``, XOR mantissa bit ``bit`` of each element, decode with its block's
+        exponent (computed before the flip, so the other elements keep their values)."""
         codes, steps = self._codes(x)
         bit = check_bit(bit, self.mantissa_bits, self.name, codes.device)
         mask = sign_extended_mask(bit, self.mantissa_bits)

@@ -93,7 +93,8 @@ class FloatFormat(NumberFormat):
         return (q.view(int_dtype) ^ mask).view(self.dtype).float()
 
     def bit_groups(self) -> dict[str, list[int]]:
-        """``sign``: the top bit; ``exponent``: the next ``exponent_bits``; ``mantissa``: the rest."""
+        """``sign``: the top bit; ``exponent``: the next ``exponent_bits``; ``mantissa``: the
+        rest."""
         m, e = self.mantissa_bits, self.exponent_bits
         return {
             "sign": [m + e],

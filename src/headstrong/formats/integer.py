@@ -46,7 +46,9 @@ def code_dtype(bits: int) -> torch.dtype:
     return torch.int8 if bits <= 8 else torch.int16 if bits <= 16 else torch.int32
 
 
-def round_codes(x: torch.Tensor, step: torch.Tensor, lo: int, hi: int, dtype: torch.dtype) -> torch.Tensor:
+def round_codes(
+    x: torch.Tensor, step: torch.Tensor, lo: int, hi: int, dtype: torch.dtype
+) -> torch.Tensor:
     """``x / step`` in ``step``'s float dtype, rounded half to even, saturated to ``lo..hi``
     (±Inf too; NaN → 0), as integer ``dtype``. ``step`` is a tensor on ``x``'s device, so the
     division is a true division on every device (no reciprocal shortcut for scalars)."""
@@ -158,7 +160,9 @@ class IntFormat(_Linear):
         """A copy of this format with a fixed scale (e.g. profiled over a data set)."""
         return replace(self, scale=check_scale(scale))
 
-    def decode(self, codes: torch.Tensor, scale: float | torch.Tensor | None = None) -> torch.Tensor:
+    def decode(
+        self, codes: torch.Tensor, scale: float | torch.Tensor | None = None
+    ) -> torch.Tensor:
         """Values of codes (low ``bits`` bits, two's complement) times ``scale``, as float32.
 
         The scale is the format's own if it has one; otherwise pass ``scale=fmt.scale_for(x)``
@@ -171,10 +175,10 @@ class IntFormat(_Linear):
                     f"scale=fmt.scale_for(x), or use formats.get({self.name!r}, scale=...)"
                 )
             scale = self.scale
-        elif isinstance(scale, torch.Tensor):
-            check_scale(scale)
+        elif not isinstance(scale, torch.Tensor):
+            scale = check_scale(scale)  # a number: _decode applies it as float32
         else:
-            scale = float(torch.tensor(check_scale(scale), dtype=torch.float32))
+            check_scale(scale)
         return self._decode(codes, scale)
 
     def describe(self) -> str:
