@@ -520,3 +520,15 @@ def test_flip_at_checks_its_arguments() -> None:
         fmt.flip_at(x, torch.zeros(4, dtype=torch.int64), torch.tensor([1, 2, 3, 16]))
     with pytest.raises(TypeError, match="index must be an integer tensor"):
         fmt.flip_at(x, torch.zeros(4), 0)
+
+
+@pytest.mark.parametrize("name", ALL)
+def test_results_are_new_tensors_without_history(name: str) -> None:
+    fmt = formats.get(name)
+    w = torch.nn.Parameter(torch.randn(4, 6))
+    before = w.detach().clone()
+    outputs = [fmt.quantize(w), fmt.flip(w, 1), fmt.encode(w), fmt.flip_at(w, torch.arange(4), 2)]
+    for out in outputs:
+        assert not out.requires_grad
+        out.zero_()  # writing to a result must never reach the input
+    assert torch.equal(w.detach(), before)

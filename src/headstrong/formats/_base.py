@@ -1,7 +1,8 @@
 """The common face of every number format, and the input checks they share.
 
 Each format is a small frozen dataclass whose methods are pure tensor functions: they never
-modify their input, never leave its device and never loop over elements in Python.
+modify their input, always return new tensors (no autograd history), never leave the input's
+device and never loop over elements in Python.
 """
 
 from __future__ import annotations
@@ -111,7 +112,8 @@ class NumberFormat(ABC):
 
 
 def check_float_tensor(x: object, fmt: str) -> torch.Tensor:
-    """``x`` as float32 on its own device; anything but a floating tensor is refused."""
+    """``x`` as float32 on its own device, detached (formats compute values, not gradients);
+    anything but a floating tensor is refused."""
     if not isinstance(x, torch.Tensor):
         raise TypeError(
             f"{fmt}: expected a torch.Tensor of floating dtype, got {type(x).__name__}"
@@ -121,7 +123,7 @@ def check_float_tensor(x: object, fmt: str) -> torch.Tensor:
             f"{fmt}: input tensor has dtype {x.dtype}; only floating tensors are allowed "
             "(float32, float16, bfloat16, float64, ...)"
         )
-    return x.float()
+    return x.detach().float()
 
 
 def check_codes(codes: object, fmt: str) -> torch.Tensor:

@@ -69,7 +69,9 @@ class FloatFormat(NumberFormat):
 
     def quantize(self, x: torch.Tensor) -> torch.Tensor:
         """``x`` rounded to the nearest value of the format (ties to even), as float32."""
-        return self._cast(x).float()
+        q = self._cast(x).float()
+        # fp32 of a float32 input converts nothing: copy, so the result never aliases x
+        return q.clone() if q.data_ptr() == x.data_ptr() else q
 
     def encode(self, x: torch.Tensor) -> torch.Tensor:
         """IEEE-style bit patterns of the quantised ``x``, as int64 in the low ``bits`` bits."""
