@@ -378,6 +378,18 @@ def test_block_by_hand() -> None:
     assert fmt.flip(torch.zeros(4), 6).tolist() == [2.0**-126] * 4  # zero block: e = -126
 
 
+def test_block_extremes_of_float32() -> None:
+    values = np.array([[1e-45, 0.0, 3e-45, 1e-44], [3.4e38, -1.0, 1e38, 0.0], [0.0] * 4], np.float32)
+    for name in ("bfp24_4", "bfp3_2"):
+        fmt = formats.get(name)
+        exps, mant, steps = numpy_bfp(values.astype(np.float64), fmt.mantissa_bits, fmt.block_size)
+        x = torch.from_numpy(values)
+        assert np.array_equal(fmt.shared_exponents(x).numpy(), exps)
+        assert np.array_equal(fmt.quantize(x).numpy(), (mant * steps).astype(np.float32))
+    assert formats.get("bfp24_4").quantize(x)[0, 0].item() == float(np.float32(1e-45))
+    assert formats.get("bfp8_2").decode(torch.tensor(5), torch.tensor([3])).shape == ()
+
+
 def test_block_decode_checks_exponents() -> None:
     fmt = formats.get("bfp8_16")
     with pytest.raises(ValueError, match=r"expected \(\.\.\., 2\), one per block of 16"):

@@ -34,7 +34,9 @@ from headstrong.formats.block import BlockFormat
 from headstrong.formats.floating import FloatFormat
 from headstrong.formats.integer import FixedFormat, IntFormat
 
-list = list_formats  # noqa: A001  (public name from DESIGN.md: formats.list())
+# formats.list() is the name DESIGN.md promises; it stays out of __all__ so that a star import
+# never shadows the builtin.
+list = list_formats  # noqa: A001
 
 __all__ = [
     "BlockFormat",
@@ -43,7 +45,6 @@ __all__ = [
     "IntFormat",
     "NumberFormat",
     "get",
-    "list",
     "list_formats",
     "register_family",
     "register_format",

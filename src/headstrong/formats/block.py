@@ -70,8 +70,8 @@ class BlockFormat(NumberFormat):
 
     def _steps(self, exponents: torch.Tensor, length: int) -> torch.Tensor:
         """Per-element step ``2**(e - (M - 2))`` in float64, shape ``(..., length)``."""
-        ones = torch.ones(exponents.shape, dtype=torch.float64, device=exponents.device)
-        per_block = torch.ldexp(ones, exponents - (self.mantissa_bits - 2))
+        two = torch.tensor(2.0, dtype=torch.float64, device=exponents.device)
+        per_block = torch.pow(two, exponents - (self.mantissa_bits - 2))  # exact, down to 2**-171
         shape = (*exponents.shape[:-1], exponents.shape[-1] * self.block_size)
         per_element = per_block.unsqueeze(-1).expand(*exponents.shape, self.block_size)
         return per_element.reshape(shape)[..., :length]
@@ -106,8 +106,8 @@ class BlockFormat(NumberFormat):
                 f"(..., {blocks}), one per block of {self.block_size} along the last dimension"
             )
         steps = self._steps(exponents, rows.shape[-1])
-        values = to_signed(rows, self.mantissa_bits).double() * steps
-        return values.float().reshape(torch.broadcast_shapes(codes.shape, steps.shape))
+        values = scale_codes(to_signed(rows, self.mantissa_bits), steps)
+        return values.reshape(()) if codes.dim() == 0 and values.numel() == 1 else values
 
     def flip(self, x: torch.Tensor, bit: Bit) -> torch.Tensor:
         """Quantise ``x``, XOR mantissa bit ``bit`` of each element, decode with its block's
