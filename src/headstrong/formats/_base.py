@@ -197,6 +197,16 @@ def sign_extended_mask(bit: Bit, width: int) -> Bit:
     return -(1 << (width - 1)) if bit == width - 1 else 1 << bit
 
 
+def xor_fresh(codes: torch.Tensor, mask: Bit) -> torch.Tensor:
+    """``codes ^ mask``, in place when ``codes`` is a temporary the mask does not enlarge
+    (callers pass only tensors they made themselves): saves a large allocation per flip."""
+    if isinstance(mask, torch.Tensor):
+        mask = mask.to(codes.dtype)
+        if torch.broadcast_shapes(codes.shape, mask.shape) != codes.shape:
+            return codes ^ mask
+    return codes.bitwise_xor_(mask)
+
+
 def to_signed(codes: torch.Tensor, width: int) -> torch.Tensor:
     """Low ``width`` bits of int64 ``codes`` read as a two's complement number (int64)."""
     low = codes & ((1 << width) - 1)

@@ -35,6 +35,7 @@ from headstrong.formats._base import (
     sign_extended_mask,
     to_signed,
     to_unsigned,
+    xor_fresh,
 )
 from headstrong.formats._registry import register_family
 from headstrong.formats.integer import code_dtype, round_codes, scale_codes
@@ -114,10 +115,7 @@ class BlockFormat(NumberFormat):
         exponent (computed before the flip, so the other elements keep their values)."""
         codes, steps = self._codes(x)
         bit = check_bit(bit, self.mantissa_bits, self.name, codes.device)
-        mask = sign_extended_mask(bit, self.mantissa_bits)
-        if isinstance(mask, torch.Tensor):
-            mask = mask.to(codes.dtype)
-        return scale_codes(codes ^ mask, steps)
+        return scale_codes(xor_fresh(codes, sign_extended_mask(bit, self.mantissa_bits)), steps)
 
     def bit_groups(self) -> dict[str, list[int]]:
         """``sign``: bit M-1 of the mantissa; ``mantissa``: the bits below it."""

@@ -26,6 +26,7 @@ from headstrong.formats._base import (
     check_float_tensor,
     sign_extended_mask,
     to_signed,
+    xor_fresh,
 )
 from headstrong.formats._registry import register_format
 
@@ -88,11 +89,13 @@ class FloatFormat(NumberFormat):
         """Quantise ``x``, XOR bit ``bit`` of each element's pattern, decode to float32."""
         q = self._cast(x)
         bit = check_bit(bit, self.bits, self.name, q.device)
-        int_dtype = _INT_VIEW[self.bits]
+        codes = q.view(_INT_VIEW[self.bits])
         mask = sign_extended_mask(bit, self.bits)
-        if isinstance(mask, torch.Tensor):
-            mask = mask.to(int_dtype)
-        return (q.view(int_dtype) ^ mask).view(self.dtype).float()
+        if q.data_ptr() == x.data_ptr():  # fp32 of a float32 input: q is x, never write to it
+            flipped = codes ^ (mask.to(codes.dtype) if isinstance(mask, torch.Tensor) else mask)
+        else:
+            flipped = xor_fresh(codes, mask)
+        return flipped.view(self.dtype).float()
 
     def bit_groups(self) -> dict[str, list[int]]:
         """``sign``: the top bit; ``exponent``: the next ``exponent_bits``; ``mantissa``: the

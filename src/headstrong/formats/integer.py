@@ -37,6 +37,7 @@ from headstrong.formats._base import (
     sign_extended_mask,
     to_signed,
     to_unsigned,
+    xor_fresh,
 )
 from headstrong.formats._registry import register_family, register_format
 
@@ -58,7 +59,7 @@ def round_codes(
 
 def scale_codes(codes: torch.Tensor, step: torch.Tensor) -> torch.Tensor:
     """Integer codes times ``step`` in ``step``'s dtype, rounded to float32."""
-    return (codes.to(step.dtype) * step).float()
+    return codes.to(step.dtype).mul_(step).float()
 
 
 def float32_step(step: float, device: torch.device) -> torch.Tensor:
@@ -95,10 +96,7 @@ class _Linear(NumberFormat):
         """Quantise ``x``, XOR bit ``bit`` of each two's complement code, decode to float32."""
         codes, step = self._codes(x)
         bit = check_bit(bit, self.bits, self.name, codes.device)
-        mask = sign_extended_mask(bit, self.bits)
-        if isinstance(mask, torch.Tensor):
-            mask = mask.to(codes.dtype)
-        return scale_codes(codes ^ mask, step)
+        return scale_codes(xor_fresh(codes, sign_extended_mask(bit, self.bits)), step)
 
     def _decode(self, codes: torch.Tensor, step: float | torch.Tensor) -> torch.Tensor:
         codes = check_codes(codes, self.name)
