@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Optional
+from typing import TYPE_CHECKING, Optional
 
 import typer
+
+if TYPE_CHECKING:  # rich and the formats load inside the command, to keep --help fast
+    from rich.table import Table
+
+    from headstrong.formats import NumberFormat
 
 
 def register(app: typer.Typer) -> None:
@@ -28,7 +33,7 @@ def formats_command(
 
     console = Console()
     if name is None:
-        console.print(_format_table(formats))
+        console.print(_format_table())
         return
     try:
         fmt = formats.get(name, scale=scale) if scale is not None else formats.get(name)
@@ -38,8 +43,10 @@ def formats_command(
     console.print(_flip_table(fmt, value))
 
 
-def _format_table(formats):  # noqa: ANN001, ANN202  (rich imported lazily)
+def _format_table() -> Table:
     from rich.table import Table
+
+    from headstrong import formats
 
     table = Table(title="Number formats (bit 0 = least significant)")
     for column in ("name", "bits", "layout", "range"):
@@ -51,7 +58,7 @@ def _format_table(formats):  # noqa: ANN001, ANN202  (rich imported lazily)
     return table
 
 
-def _flip_table(fmt, value: float):  # noqa: ANN001, ANN202
+def _flip_table(fmt: NumberFormat, value: float) -> Table:
     import torch
     from rich.table import Table
 
