@@ -148,7 +148,7 @@ def check_bit(bit: object, bits: int, fmt: str, device: torch.device) -> Bit:
                 f"{fmt}: bit tensor has dtype {bit.dtype}; only integer tensors are allowed"
             )
         if bit.numel() > 0:
-            lo, hi = int(bit.min()), int(bit.max())
+            lo, hi = torch.stack(torch.aminmax(bit)).tolist()  # one device sync
             if lo < 0 or hi >= bits:
                 bad = lo if lo < 0 else hi
                 raise ValueError(
