@@ -134,8 +134,8 @@ def collect_images(data: Any, max_images: int | None) -> tuple[torch.Tensor, tor
 def tensor_fingerprint(*tensors: torch.Tensor) -> str:
     digest = hashlib.sha256()
     for tensor in tensors:
-        t = tensor.detach().cpu().contiguous()
-        digest.update(f"{t.dtype}{tuple(t.shape)}".encode())
+        digest.update(f"{tensor.dtype}{tuple(tensor.shape)}".encode())
+        t = tensor.detach().cpu().contiguous().reshape(-1)
         digest.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
     return digest.hexdigest()
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from contextlib import contextmanager
 from typing import Callable, Iterator
 
+from rich.console import Console
 from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
@@ -37,6 +38,6 @@ def campaign_progress(enabled: bool, total: int, done: int = 0) -> Iterator[Call
         TextColumn("ETA"),
         TimeRemainingColumn(),
     )
-    with Progress(*columns, transient=False) as bar:
+    with Progress(*columns, console=Console(stderr=True), transient=False) as bar:
         task = bar.add_task("campaign", total=total, completed=done)
         yield lambda n: bar.advance(task, n)

@@ -26,6 +26,9 @@ app = typer.Typer(
 _COMMAND_MODULES: tuple[str, ...] = (
     "formats",
     "describe",
+    "inject",
+    "compare",
+    "report",
 )
 
 

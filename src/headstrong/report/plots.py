@@ -1,0 +1,112 @@
+"""PNG plots of campaign results (matplotlib, Agg backend: no display needed).
+
+Runs are given as ``{label: CampaignResult-like}`` with ``per_layer`` and ``per_bit`` frames in the
+columns of ``headstrong.metrics.summarize`` and layers in forward order.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Mapping, Sequence
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+
+_COLOURS = ("#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b")
+
+
+def _short(name: str, limit: int = 22) -> str:
+    return name if len(name) <= limit else "…" + name[-(limit - 1):]
+
+
+def delta_loss_per_layer(per_layer: Mapping[str, pd.DataFrame], path: str | Path) -> Path:
+    """Mean ΔLoss per layer with its 99% interval (bars) and the median (diamonds), log scale.
+
+    Several runs share the axes side by side, layers matched by position in forward order.
+    """
+    labels = list(per_layer)
+    n_layers = max(len(frame) for frame in per_layer.values())
+    width = 0.8 / len(labels)
+    fig, ax = plt.subplots(figsize=(max(6.0, 0.45 * n_layers + 2.5), 4.2))
+    for k, label in enumerate(labels):
+        frame = per_layer[label].reset_index(drop=True)
+        x = np.arange(len(frame)) + (k - (len(labels) - 1) / 2) * width
+        mean = frame["delta_loss_mean"].to_numpy(float)
+        low = np.clip(mean - frame["delta_loss_ci_low"].to_numpy(float), 0, None)
+        high = np.clip(frame["delta_loss_ci_high"].to_numpy(float) - mean, 0, None)
+        colour = _COLOURS[k % len(_COLOURS)]
+        ax.bar(x, mean, width=width, color=colour, alpha=0.55, label=f"{label}: mean, 99% CI")
+        ax.errorbar(x, mean, yerr=[np.minimum(low, mean * 0.999), high], fmt="none", ecolor="black",
+                    elinewidth=0.8, capsize=2)
+        ax.scatter(x, frame["delta_loss_median"].to_numpy(float), marker="D", s=14, color=colour,
+                   edgecolor="black", linewidth=0.5, zorder=3, label=f"{label}: median")
+    first = per_layer[labels[0]].reset_index(drop=True)
+    ticks = [_short(str(name)) for name in first["layer"]]
+    if len(labels) > 1:
+        ticks = [f"{i}: {t}" for i, t in enumerate(ticks)]
+    ax.set_xticks(np.arange(len(first)), ticks, rotation=60, ha="right", fontsize=7)
+    ax.set_yscale("log")
+    ax.set_ylabel("ΔLoss")
+    ax.set_xlabel("layer (forward order)")
+    ax.set_title("ΔLoss per layer")
+    ax.grid(axis="y", which="major", alpha=0.3)
+    ax.legend(fontsize=7, ncols=2 if len(labels) > 1 else 1)
+    return _save(fig, path)
+
+
+def mismatch_heatmap(per_bit: Mapping[str, pd.DataFrame], path: str | Path) -> Path:
+    """Mismatch rate per (layer, bit position), one panel per run side by side."""
+    labels = list(per_bit)
+    grids = {label: _grid(per_bit[label]) for label in labels}
+    vmax = max(float(np.nanmax(g.to_numpy())) if g.size else 0.0 for g in grids.values()) or 1.0
+    n_layers = max(g.shape[0] for g in grids.values())
+    fig, axes = plt.subplots(1, len(labels), figsize=(5.5 * len(labels) + 1.5, 0.28 * n_layers + 2.2),
+                             squeeze=False, layout="constrained")
+    image = None
+    for ax, label in zip(axes[0], labels):
+        grid = grids[label]
+        cmap = plt.get_cmap("magma_r").with_extremes(bad="#d9d9d9")  # grey: a bit with no sampled fault
+        image = ax.imshow(np.ma.masked_invalid(grid.to_numpy(float)), aspect="auto", cmap=cmap, vmin=0.0, vmax=vmax, interpolation="nearest")
+        ax.set_yticks(np.arange(grid.shape[0]), [_short(str(n)) for n in grid.index], fontsize=7)
+        step = max(1, grid.shape[1] // 16)
+        ax.set_xticks(np.arange(0, grid.shape[1], step), [str(b) for b in grid.columns[::step]], fontsize=7)
+        ax.set_xlabel("bit position (0 = least significant)")
+        ax.set_title(f"{label}: mismatch rate", fontsize=10)
+    fig.colorbar(image, ax=axes[0].tolist(), label="mismatch rate (SDC)", shrink=0.9)
+    return _save(fig, path, tight=False)
+
+
+def _grid(per_bit: pd.DataFrame) -> pd.DataFrame:
+    """Layers (forward order) x bits (most significant left), NaN where a bit was not sampled."""
+    layers = list(dict.fromkeys(per_bit["layer"]))
+    grid = per_bit.pivot_table(index="layer", columns="bit", values="mismatch_rate", aggfunc="mean")
+    return grid.reindex(index=layers, columns=sorted(grid.columns, reverse=True))
+
+
+def _save(fig: plt.Figure, path: str | Path, tight: bool = True) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if tight:
+        fig.tight_layout()
+    fig.savefig(path, dpi=130, bbox_inches="tight")
+    plt.close(fig)
+    return path
+
+
+def side_by_side(per_layer: Mapping[str, pd.DataFrame], metric: str, path: str | Path) -> Path:
+    """One metric (mismatch_rate, nonfinite_rate, ...) per layer position for every run."""
+    labels: Sequence[str] = list(per_layer)
+    fig, ax = plt.subplots(figsize=(7, 3.6))
+    for k, label in enumerate(labels):
+        frame = per_layer[label].reset_index(drop=True)
+        ax.plot(np.arange(len(frame)), frame[metric].to_numpy(float), marker="o", ms=3,
+                color=_COLOURS[k % len(_COLOURS)], label=label)
+    ax.set_xlabel("layer position (forward order)")
+    ax.set_ylabel(metric.replace("_", " "))
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    return _save(fig, path)
