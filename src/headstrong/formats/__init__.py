@@ -18,7 +18,9 @@ constant step 2**-F, ``bfpM_B`` takes an exponent from each block), so it is saf
 Mind that a per-tensor scale comes from the tensor passed: ``flip(x[idx], bit)`` on a gathered
 subset would take the subset's max, so fix the whole tensor's scale first
 (``fmt.with_scale(fmt.scale_for(x))``). Block formats likewise take exponents from the blocks
-they are given: flip whole rows (or ``flip(x, bits)`` with per-element bits), not gathers.
+they are given. ``fmt.flip_at(x, index, bit)`` does it right for every format: it returns
+``quantize(x)`` with, in each sample n (dimension 0), the element at flat ``index[n]`` flipped
+at ``bit[n]``, taking scales and blocks from the whole ``x``.
 ``decode`` of int formats takes ``scale=``; of block formats, ``exponents`` from
 ``fmt.shared_exponents(x)``. Details in each family's module: ``floating`` (overflow rules),
 ``integer`` (int and fixed point), ``block``.
