@@ -10,14 +10,14 @@ from headstrong.ra.estimators import RAEstimate, TableOracle, exact_from_table, 
 from headstrong.ra.sites import SiteSpace, layer_shapes, site_probabilities
 
 __all__ = [
-    "Accelerator", "presets", "site_probabilities", "layer_shapes", "SiteSpace", "estimate",
+    "Accelerator", "presets", "site_probabilities", "layer_shapes", "SiteSpace", "estimate", "make_oracle",
     "RAEstimate", "TableOracle", "exact_from_table", "list_estimators", "proposal_std",
 ]
 
 
 def __getattr__(name: str):
     # the engine-backed parts import the engine only when used
-    if name in ("estimate", "EngineOracle"):
+    if name in ("estimate", "make_oracle", "EngineOracle", "tap_model"):
         from headstrong.ra import api
 
         return getattr(api, name)
