@@ -1,6 +1,7 @@
 """Site probabilities: MACs and shapes from the real model, p summing to 1, site ids round trip."""
 
 import numpy as np
+import torch
 import pytest
 from torch import nn
 
@@ -62,3 +63,16 @@ def test_bad_shape_and_bits_are_clear_errors() -> None:
         site_probabilities(_tiny(), acc, (1, 28, 28), bits=0)
     with pytest.raises(ValueError, match="no Conv or Linear"):
         site_probabilities(nn.Sequential(nn.Flatten()), acc, (1, 4, 4))
+
+
+def test_estimate_rejects_bad_arguments_before_any_engine_work() -> None:
+    import headstrong as hs
+
+    model = _tiny()
+    data = (torch.zeros(2, 1, 28, 28), torch.zeros(2, dtype=torch.long))
+    with pytest.raises(ValueError, match="samples"):
+        hs.ra.estimate(model, data, estimator="is", samples=0)
+    with pytest.raises(ValueError, match="unknown estimator"):
+        hs.ra.estimate(model, data, estimator="stratified", samples=10)
+    with pytest.raises(ValueError, match="max_images"):
+        hs.ra.estimate(model, data, estimator="is", samples=10, max_images=0)

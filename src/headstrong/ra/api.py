@@ -159,11 +159,14 @@ def estimate(
     ``max_images``). The range detector is off by default: the accelerator modelled has none.
     Pass ``oracle`` (from ``make_oracle``) to share measured sites between several estimators.
     """
+    params = {"pilot": pilot} if estimator == "is-b" else {}
+    chosen = get(estimator, **params)  # unknown names fail before any engine work
+    if estimator != "exact" and (isinstance(samples, bool) or not isinstance(samples, (int, np.integer)) or samples < 1):
+        raise ValueError(f"samples = {samples!r}: must be an integer >= 1")
     if oracle is None:
         oracle = make_oracle(model, data, accelerator, fmt, max_images=max_images,
                              range_detector=range_detector, device=device)
-    params = {"pilot": pilot} if estimator == "is-b" else {}
-    return get(estimator, **params).estimate(oracle, samples=samples, seed=seed, progress=progress)
+    return chosen.estimate(oracle, samples=samples, seed=seed, progress=progress)
 
 
 def make_oracle(model: nn.Module, data: Any, accelerator: Accelerator | str = "systolic-32x32-os",
