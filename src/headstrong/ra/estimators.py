@@ -64,7 +64,7 @@ class RAEstimate:
     samples: int
     std: float  # per-sample standard deviation: half-width = 1.96 std / sqrt(samples)
     trace: np.ndarray = field(repr=False)
-    n_evaluated: int = 0  # distinct sites whose accuracy was measured (pilot included)
+    n_evaluated: int = 0  # distinct sites whose accuracy this estimate used (pilot included)
     pilot: int = 0
     harm: Optional[np.ndarray] = field(default=None, repr=False)
     records: Optional[pd.DataFrame] = field(default=None, repr=False)
@@ -149,9 +149,10 @@ class Estimator:
             "bit": bit, "accuracy": acc, "weight": weight, "value": values,
         })
         pilot = self.pilot_size()
+        measured = np.union1d(unique, getattr(self, "pilot_ids_", np.zeros(0, dtype=np.int64)))
         return RAEstimate(
             estimator=self.name, ra=ra, ci=ci, sa=sa, software=software, software_ci=software_ci,
-            samples=int(samples), std=std, trace=trace, n_evaluated=len(unique) + pilot, pilot=pilot,
+            samples=int(samples), std=std, trace=trace, n_evaluated=len(measured), pilot=pilot,
             harm=getattr(self, "harm_", None), records=records,
         )
 
@@ -228,6 +229,7 @@ class ImportanceBits(Estimator):
         loss = np.abs(space.uf[group] * (oracle.sa - acc))
         harm = np.bincount(bit, weights=loss, minlength=space.bits) / per_bit
         self.harm_ = harm
+        self.pilot_ids_ = unique
         self._pilot_n = len(unique)
         if harm.sum() <= 0:
             return Proposal(q_group, _uniform_bits(space))
