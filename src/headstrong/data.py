@@ -230,14 +230,15 @@ def _torchvision(factory: Callable[..., Dataset], root: Path, **kwargs) -> Datas
 @functools.lru_cache(maxsize=8)
 def _load_arrays(name: str, split: str, root: Path) -> tuple[torch.Tensor, torch.Tensor]:
     """uint8 images [N, C, H, W] and labels; kept per process (items never write to them)."""
-    import torchvision.datasets as tvd
-
     train = split == "train"
     if name == "fashion-mnist":
         for directory in (root, root / "fashion-mnist", FASHION_MNIST_SYSTEM_DIR, root / "FashionMNIST" / "raw"):
             arrays = _fashion_from_idx(directory, split)
             if arrays is not None:
                 return arrays
+    import torchvision.datasets as tvd  # slow to import; not needed for the IDX files
+
+    if name == "fashion-mnist":
         ds = _torchvision(tvd.FashionMNIST, root, train=train)
         return ds.data[:, None].contiguous(), ds.targets
     if name == "mnist":

@@ -29,6 +29,8 @@ _COMMAND_MODULES: tuple[str, ...] = (
     "inject",
     "compare",
     "report",
+    "embed",
+    "train",
     "ra",
 )
 

@@ -1,0 +1,130 @@
+"""Checkpoints that rebuild their model by name.
+
+A checkpoint holds the model's ``spec`` (backbone name, head kind, sizes), its state dict, the
+training config and, for a text-guided model, the class embeddings it started from, so loading
+needs neither the encoder nor the code that built it. Writes are atomic (temporary file, then
+rename): a run killed mid-write leaves the previous checkpoint intact.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+from typing import Any, Optional
+
+import torch
+from torch import nn
+
+from headstrong.textguided.models import model_from_spec
+
+__all__ = ["save_checkpoint", "load_checkpoint", "read_checkpoint", "CHECKPOINT_FORMAT"]
+
+CHECKPOINT_FORMAT = "headstrong-checkpoint/1"
+
+
+def _describe(spec: Optional[dict[str, Any]], model: Optional[nn.Module] = None) -> str:
+    if spec and spec.get("backbone"):
+        return f"{spec.get('kind')} model on {spec['backbone']} ({spec.get('num_classes')} classes)"
+    return type(model).__name__ if model is not None else "unknown model"
+
+
+def save_checkpoint(
+    path: str | Path,
+    model: nn.Module,
+    *,
+    config: Optional[dict[str, Any]] = None,
+    class_embeddings: Optional[torch.Tensor] = None,
+    classes: Optional[list[str]] = None,
+    **extra: Any,
+) -> Path:
+    """Write ``model`` (with its spec), ``config`` and any ``extra`` entries (optimizer state,
+    epoch, history...) atomically to ``path``."""
+    spec = getattr(model, "spec", None)
+    if not spec or not spec.get("backbone"):
+        raise ValueError(
+            "save_checkpoint needs a model built by backbone name (TextGuidedClassifier or "
+            "build_baseline with a name), so that load_checkpoint can rebuild it"
+        )
+    payload = {
+        "format": CHECKPOINT_FORMAT,
+        "model_spec": dict(spec),
+        "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+        "config": dict(config) if config is not None else None,
+        "class_embeddings": None if class_embeddings is None else class_embeddings.detach().cpu(),
+        "classes": list(classes) if classes is not None else None,
+        **extra,
+    }
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        torch.save(payload, tmp)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return path
+
+
+def read_checkpoint(path: str | Path) -> dict[str, Any]:
+    """The raw checkpoint dictionary, validated as one of ours."""
+    path = Path(path)
+    if not path.is_file():
+        raise ValueError(f"checkpoint {str(path)!r} does not exist")
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # torch raises several types for a corrupt or foreign file
+        raise ValueError(f"{path} is not a readable torch checkpoint ({error})") from None
+    if not isinstance(payload, dict) or payload.get("format") != CHECKPOINT_FORMAT:
+        raise ValueError(f"{path} is not a headstrong checkpoint (expected format {CHECKPOINT_FORMAT!r})")
+    return payload
+
+
+def _load_state(model: nn.Module, state: dict[str, torch.Tensor], path: Path, spec: dict[str, Any]) -> None:
+    own = model.state_dict()
+    missing = [k for k in own if k not in state]
+    unexpected = [k for k in state if k not in own]
+    wrong = [k for k in own if k in state and own[k].shape != state[k].shape]
+    if missing or unexpected or wrong:
+        details = []
+        if missing:
+            details.append(f"{len(missing)} missing (e.g. {missing[0]})")
+        if unexpected:
+            details.append(f"{len(unexpected)} unexpected (e.g. {unexpected[0]})")
+        if wrong:
+            k = wrong[0]
+            details.append(f"{len(wrong)} of another shape (e.g. {k}: {tuple(state[k].shape)} vs {tuple(own[k].shape)})")
+        raise ValueError(
+            f"checkpoint {path} holds a {_describe(spec)}, which does not fit the "
+            f"{_describe(getattr(model, 'spec', None), model)}: {'; '.join(details)} tensors"
+        )
+    model.load_state_dict(state)
+
+
+def load_checkpoint(
+    path: str | Path, model: Optional[nn.Module] = None
+) -> tuple[nn.Module, Optional[dict[str, Any]]]:
+    """``(model, config)``: the model rebuilt from the checkpoint's spec with its weights.
+
+    With ``model`` given, the weights are loaded into it instead; a checkpoint of another
+    architecture is a ValueError naming both.
+    """
+    path = Path(path)
+    payload = read_checkpoint(path)
+    spec = payload["model_spec"]
+    if model is None:
+        model = model_from_spec(spec)
+    else:
+        other = getattr(model, "spec", None)
+        if other is not None:
+            keys = ("kind", "backbone", "num_classes", "in_chans", "small_input", "embed_dim")
+            if any(other.get(k) != spec.get(k) for k in keys):
+                raise ValueError(
+                    f"checkpoint {path} holds a {_describe(spec)}, but the model given is a "
+                    f"{_describe(other, model)}; build the same architecture or omit model="
+                )
+    _load_state(model, payload["state_dict"], path, spec)
+    model.eval()
+    return model, payload.get("config")
