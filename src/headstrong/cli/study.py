@@ -1,0 +1,83 @@
+"""``headstrong demo`` and ``headstrong study``: the whole pipeline, resumable, one report."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+
+def _print_result(result) -> None:
+    from rich.console import Console
+
+    from headstrong.report.tables import rich_table
+    from headstrong.study.summary import aggregate, cost_rows, headline_rows
+
+    console = Console()
+    headings, rows = headline_rows(aggregate(result.summary))
+    console.print(rich_table(headings, rows, title="Resilience: baseline vs text-guided"))
+    cost_headings, cost = cost_rows(result.cells)
+    console.print(rich_table(cost_headings, cost, title="Cost"))
+    console.print(f"Report: [bold]{result.report}[/]  (summary: {Path(result.report).with_name('summary.md')})")
+
+
+def _run(config, progress: bool) -> None:
+    from rich.console import Console
+
+    from headstrong.study import run_study
+
+    console = Console()
+    try:
+        result = run_study(config, progress=progress, say=console.print)
+    except ValueError as error:
+        console.print(f"[red]error:[/] {error}")
+        raise typer.Exit(2) from None
+    _print_result(result)
+
+
+def register(app: typer.Typer) -> None:
+    @app.command()
+    def demo(
+        out: str = typer.Option("runs/demo", help="Folder for models, campaigns and the report (rerun resumes)."),
+        device: str = typer.Option("cpu", help="cpu, cuda or cuda:N."),
+        backbone: str = typer.Option("cnn-small", help="Backbone for both models (built-in, torchvision or timm)."),
+        formats: str = typer.Option("fp32,bf16", help="Comma-separated number formats of the neuron campaigns."),
+        epochs: Optional[int] = typer.Option(None, help="Training epochs (default 3)."),
+        limit_train: Optional[int] = typer.Option(None, help="Training images (default 20000; 0 = all)."),
+        n_faults: Optional[int] = typer.Option(None, help="Neuron faults per layer (default 256)."),
+        max_images: Optional[int] = typer.Option(None, help="Test images the faults are applied to (default 256)."),
+        progress: bool = typer.Option(True, help="Show progress bars."),
+    ) -> None:
+        """Train a baseline and a text-guided model on Fashion-MNIST, inject faults, write the report."""
+        from headstrong.study import demo_config
+
+        train: dict = {}
+        if epochs is not None:
+            train["epochs"] = epochs
+        if limit_train is not None:
+            train["limit_train"] = limit_train or None
+        campaign = {k: v for k, v in (("n_faults", n_faults), ("max_images", max_images)) if v is not None}
+        try:
+            config = demo_config(out=out, device=device, backbone=backbone,
+                                 formats=tuple(f.strip() for f in formats.split(",") if f.strip()),
+                                 train=train, campaign=campaign)
+        except ValueError as error:
+            typer.echo(f"error: {error}", err=True)
+            raise typer.Exit(2) from None
+        _run(config, progress)
+
+    @app.command()
+    def study(
+        config_file: Path = typer.Argument(..., help="Study config (TOML), e.g. studies/fashion_mnist.toml."),
+        progress: bool = typer.Option(True, help="Show progress bars."),
+    ) -> None:
+        """Run a grid of backbones x inits x formats x seeds; resumable; one combined report."""
+        from headstrong.study import load_study
+
+        try:
+            config = load_study(config_file)
+        except ValueError as error:
+            typer.echo(f"error: {error}", err=True)
+            raise typer.Exit(2) from None
+        _run(config, progress)

@@ -1,0 +1,146 @@
+"""A study: the demo's pipeline over a grid of backbones x inits x formats x seeds, as data.
+
+The config is validated in full before anything runs (an unknown key or value names the key and
+what is allowed), because a typo found after an hour of training costs the hour.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+# The "init" axis: the baseline (ordinary C-way Linear) and the text-guided head's four inits.
+INITS = ("baseline", "text", "name", "random", "random-linear")
+STUDY_KEYS = ("name", "dataset", "encoder", "backbones", "inits", "formats", "seeds", "out", "device")
+CAMPAIGN_KEYS = ("n_faults", "max_images", "weight_last_layer", "weight_n_faults", "range_detector", "batch_size")
+# Train settings the grid sets itself, per cell: they may not appear under [train].
+GRID_OWNED_TRAIN_KEYS = ("backbone", "head", "init", "seed", "dataset", "encoder", "device")
+
+
+@dataclass(frozen=True)
+class CampaignSettings:
+    """Neuron campaigns over every injectable layer, and a weight campaign on the last layer."""
+
+    n_faults: int = 256
+    max_images: int = 256
+    weight_last_layer: bool = True
+    weight_n_faults: int = 2048
+    range_detector: bool = True
+    batch_size: int = 256
+
+
+@dataclass(frozen=True)
+class StudyConfig:
+    name: str = "study"
+    dataset: str = "fashion-mnist"
+    encoder: str = "minilm"
+    backbones: tuple[str, ...] = ("cnn-small",)
+    inits: tuple[str, ...] = ("baseline", "text")
+    formats: tuple[str, ...] = ("fp32", "bf16")
+    seeds: tuple[int, ...] = (0,)
+    out: str = "runs/study"
+    device: str = "cpu"
+    train: dict[str, Any] = field(default_factory=dict)
+    campaign: CampaignSettings = field(default_factory=CampaignSettings)
+
+    def to_dict(self) -> dict[str, Any]:
+        data = dataclasses.asdict(self)
+        for key in ("backbones", "inits", "formats", "seeds"):
+            data[key] = list(data[key])
+        return data
+
+
+def _unknown(section: str, keys: set[str], allowed: tuple[str, ...] | list[str]) -> None:
+    unknown = sorted(keys - set(allowed))
+    if unknown:
+        raise ValueError(
+            f"unknown key(s) {', '.join(repr(k) for k in unknown)} in [{section}]; "
+            f"allowed: {', '.join(allowed)}"
+        )
+
+
+def _list_of(name: str, value: Any, kind: type) -> tuple[Any, ...]:
+    if isinstance(value, (str, int)) and not isinstance(value, bool):
+        value = [value]
+    if not isinstance(value, list) or not value or not all(
+        isinstance(v, kind) and not isinstance(v, bool) for v in value
+    ):
+        raise ValueError(f"[study] {name} must be a non-empty list of {kind.__name__}; got {value!r}")
+    return tuple(value)
+
+
+def _check_choices(name: str, values: tuple[str, ...], allowed: list[str] | tuple[str, ...]) -> None:
+    bad = [v for v in values if v not in allowed]
+    if bad:
+        raise ValueError(f"[study] {name}: unknown value(s) {', '.join(map(repr, bad))}; allowed: {', '.join(allowed)}")
+
+
+def parse_study(data: dict[str, Any]) -> StudyConfig:
+    """Validate a study mapping (as read from TOML) and build the config."""
+    from headstrong import formats
+    from headstrong.data import list_datasets
+    from headstrong.textguided.backbones import list_backbones
+    from headstrong.train import TrainConfig
+
+    _unknown("top level", set(data), ("study", "train", "campaign"))
+    study = dict(data.get("study", {}))
+    _unknown("study", set(study), STUDY_KEYS)
+    values: dict[str, Any] = {}
+    for key in ("name", "dataset", "encoder", "out", "device"):
+        if key in study:
+            if not isinstance(study[key], str) or not study[key]:
+                raise ValueError(f"[study] {key} must be a non-empty string; got {study[key]!r}")
+            values[key] = study[key]
+    for key, kind in (("backbones", str), ("inits", str), ("formats", str), ("seeds", int)):
+        if key in study:
+            values[key] = _list_of(key, study[key], kind)
+    config = StudyConfig(**values)
+
+    datasets = list_datasets()
+    if config.dataset not in datasets and not config.dataset.startswith("imagefolder:"):
+        raise ValueError(f"[study] dataset: unknown {config.dataset!r}; allowed: {', '.join(datasets)}, imagefolder:PATH")
+    _check_choices("inits", config.inits, INITS)
+    if "baseline" not in config.inits:
+        raise ValueError("[study] inits must include 'baseline': every text-guided model is compared to it")
+    _check_choices("formats", config.formats, formats.list())
+    known = list_backbones()
+    bad = [b for b in config.backbones if b not in known]
+    if bad:
+        builtin = ", ".join(list_backbones("builtin"))
+        raise ValueError(
+            f"[study] backbones: unknown {', '.join(map(repr, bad))}; allowed: a built-in ({builtin}), "
+            "a torchvision model name or a timm model name"
+        )
+    if any(s < 0 for s in config.seeds):
+        raise ValueError(f"[study] seeds must be non-negative integers; got {list(config.seeds)}")
+
+    train = dict(data.get("train", {}))
+    train_fields = [f.name for f in dataclasses.fields(TrainConfig) if f.name not in GRID_OWNED_TRAIN_KEYS]
+    _unknown("train", set(train), train_fields)
+    TrainConfig(**train)  # its own validation names bad values
+
+    campaign = dict(data.get("campaign", {}))
+    _unknown("campaign", set(campaign), CAMPAIGN_KEYS)
+    for key in ("n_faults", "max_images", "weight_n_faults", "batch_size"):
+        value = campaign.get(key)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+            raise ValueError(f"[campaign] {key} must be a positive integer; got {value!r}")
+    for key in ("weight_last_layer", "range_detector"):
+        if key in campaign and not isinstance(campaign[key], bool):
+            raise ValueError(f"[campaign] {key} must be true or false; got {campaign[key]!r}")
+    return dataclasses.replace(config, train=train, campaign=CampaignSettings(**campaign))
+
+
+def load_study(path: str | Path) -> StudyConfig:
+    """Read and validate a study TOML file."""
+    path = Path(path)
+    if not path.is_file():
+        raise ValueError(f"study config {str(path)!r} does not exist or is not a file")
+    try:
+        data = tomllib.loads(path.read_text())
+    except tomllib.TOMLDecodeError as error:
+        raise ValueError(f"study config {str(path)!r} is not valid TOML: {error}") from None
+    return parse_study(data)

@@ -1,0 +1,222 @@
+"""The pipeline behind ``headstrong demo`` and ``headstrong study``.
+
+For every cell of the grid (backbone x init x seed) it trains one model with the shared recipe,
+runs the campaigns (neuron faults over every injectable layer in each format, weight faults on
+the classification layer), and compares each text-guided model with the baseline of the same
+backbone and seed. Every stage keeps its results under ``out`` and is skipped or resumed when it
+is already there, so a killed study continues where it stopped.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Optional
+
+import pandas as pd
+import torch
+
+from headstrong.study.config import StudyConfig
+
+Say = Callable[[str], None]
+
+
+@dataclass(frozen=True)
+class Cell:
+    backbone: str
+    init: str  # "baseline" or a text-guided init
+    seed: int
+
+    @property
+    def name(self) -> str:
+        return f"{self.backbone}__{self.init}__s{self.seed}"
+
+    @property
+    def is_baseline(self) -> bool:
+        return self.init == "baseline"
+
+
+@dataclass
+class CellResult:
+    cell: Cell
+    top1: float
+    params: int
+    macs: int
+    checkpoint: Path
+    campaigns: dict[str, Any] = field(default_factory=dict)  # campaign name -> CampaignResult
+
+
+@dataclass
+class StudyResult:
+    config: StudyConfig
+    cells: list[CellResult]
+    comparisons: pd.DataFrame  # one row per (text cell, campaign, matched layer)
+    summary: pd.DataFrame  # one row per (backbone, init, seed, campaign): last-layer and overall improvement
+    out: Path
+    report: Optional[Path] = None
+
+
+def grid(config: StudyConfig) -> list[Cell]:
+    """Cells in the order they run: per backbone and seed, the baseline first."""
+    inits = ["baseline", *[i for i in config.inits if i != "baseline"]]
+    return [Cell(b, i, s) for b in config.backbones for s in config.seeds for i in inits]
+
+
+def campaign_names(config: StudyConfig) -> list[str]:
+    names = [f"neuron-{fmt}" for fmt in config.formats]
+    if config.campaign.weight_last_layer:
+        names.append("weight-last-fp32")
+    return names
+
+
+def _train_config(config: StudyConfig, cell: Cell) -> Any:
+    from headstrong.train import TrainConfig
+
+    head = "baseline" if cell.is_baseline else "text"
+    init = "text" if cell.is_baseline else cell.init
+    return TrainConfig(**{
+        **config.train, "dataset": config.dataset, "encoder": config.encoder, "backbone": cell.backbone,
+        "head": head, "init": init, "seed": cell.seed, "device": config.device,
+    })
+
+
+def _cost(model: torch.nn.Module, sample_shape: tuple[int, ...]) -> tuple[int, int]:
+    """Parameters and multiply-accumulates per image (conv and linear layers)."""
+    from headstrong.ra.sites import layer_shapes
+
+    params = sum(p.numel() for p in model.parameters())
+    macs = sum(shape.macs for shape in layer_shapes(model, sample_shape))
+    return int(params), int(macs)
+
+
+def _campaign_spec(config: StudyConfig, name: str, seed: int, classifier: str) -> Any:
+    from headstrong.campaign import CampaignSpec
+
+    settings = config.campaign
+    common = dict(seed=seed, max_images=settings.max_images, range_detector=settings.range_detector)
+    if name.startswith("neuron-"):
+        return CampaignSpec(kind="neuron", layers="all", fmt=name[len("neuron-"):], n_faults=settings.n_faults, **common)
+    return CampaignSpec(kind="weight", layers=(classifier,), fmt="fp32", n_faults=settings.weight_n_faults, **common)
+
+
+def run_cell(config: StudyConfig, cell: Cell, eval_data: Any, out: Path, say: Say, progress: bool) -> CellResult:
+    from headstrong.campaign import run_campaign
+    from headstrong.train import load_checkpoint, train
+
+    cell_dir = out / "models" / cell.name
+    say(f"[bold]train[/] {cell.name}")
+    trained = train(_train_config(config, cell), cell_dir, progress=progress)
+    model, _ = load_checkpoint(trained.checkpoint)
+    model.eval()
+    params, macs = _cost(model, tuple(eval_data[0].shape[1:]))
+    result = CellResult(cell, float(trained.top1), params, macs, trained.checkpoint)
+    classifier = getattr(model, "classifier_name", None)
+    for name in campaign_names(config):
+        if name.startswith("weight") and classifier is None:
+            continue
+        say(f"[bold]campaign[/] {cell.name} {name}")
+        spec = _campaign_spec(config, name, cell.seed, classifier or "")
+        result.campaigns[name] = run_campaign(
+            model, eval_data, spec, device=config.device, out=out / "campaigns" / cell.name / name,
+            batch_size=config.campaign.batch_size, progress=progress,
+        )
+    return result
+
+
+def _eval_data(config: StudyConfig) -> tuple[torch.Tensor, torch.Tensor]:
+    """The test images every campaign draws from (the first max_images of a seeded shuffle)."""
+    from headstrong.data import load_dataset
+
+    dataset = load_dataset(config.dataset, "test", limit=config.campaign.max_images, seed=0)
+    images, labels = zip(*(dataset[i] for i in range(len(dataset))))
+    return torch.stack(images), torch.as_tensor(labels)
+
+
+def compare_cells(config: StudyConfig, cells: list[CellResult]) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Every text-guided cell against the baseline of its backbone and seed, per campaign."""
+    from headstrong.report.compare import compare_runs
+
+    baselines = {(r.cell.backbone, r.cell.seed): r for r in cells if r.cell.is_baseline}
+    tables, rows = [], []
+    for result in cells:
+        if result.cell.is_baseline:
+            continue
+        base = baselines[(result.cell.backbone, result.cell.seed)]
+        for name, run in result.campaigns.items():
+            if name not in base.campaigns:
+                continue
+            table = compare_runs(base.campaigns[name], run)
+            keys = dict(backbone=result.cell.backbone, init=result.cell.init, seed=result.cell.seed, campaign=name)
+            tables.append(table.assign(**keys))
+            rows.append({**keys, **_headline(table, base, result, name)})
+    comparisons = pd.concat(tables, ignore_index=True) if tables else pd.DataFrame()
+    return comparisons, pd.DataFrame(rows)
+
+
+def _headline(table: pd.DataFrame, base: CellResult, text: CellResult, name: str) -> dict[str, Any]:
+    """The paper's table for one comparison: accuracy, cost, improvement, top-2 diff, mismatch."""
+    by_layer = table.set_index("layer")
+    last = by_layer.loc["last layer"] if "last layer" in by_layer.index else by_layer.iloc[-1]
+    overall = by_layer.loc["overall"] if "overall" in by_layer.index else None
+    b_runs, t_runs = base.campaigns[name].per_layer, text.campaigns[name].per_layer
+    row = {
+        "baseline_top1": base.top1, "text_top1": text.top1,
+        "baseline_params": base.params, "text_params": text.params,
+        "baseline_macs": base.macs, "text_macs": text.macs,
+        "improvement_last": float(last["improvement"]),
+        "improvement_last_ci_low": float(last.get("ci_low", float("nan"))),
+        "improvement_last_ci_high": float(last.get("ci_high", float("nan"))),
+        "improvement_overall": float(overall["improvement"]) if overall is not None else float("nan"),
+        "baseline_top2_diff": float(b_runs["top2_diff_mean"].mean()),
+        "text_top2_diff": float(t_runs["top2_diff_mean"].mean()),
+        "baseline_mismatch": float(b_runs["mismatch_rate"].mean()),
+        "text_mismatch": float(t_runs["mismatch_rate"].mean()),
+        "baseline_delta_loss_last": float(b_runs["delta_loss_mean"].iloc[-1]),
+        "text_delta_loss_last": float(t_runs["delta_loss_mean"].iloc[-1]),
+    }
+    return row
+
+
+def run_study(config: StudyConfig, *, progress: bool = True, say: Optional[Say] = None) -> StudyResult:
+    """Run (or resume) every stage of a study; returns the cells, comparisons and summary."""
+    from headstrong.study.summary import write_study_report
+
+    out = Path(config.out)
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"study output {str(out)!r} is a file; give a directory")
+    out.mkdir(parents=True, exist_ok=True)
+    _check_same_study(config, out)
+    say = say or (lambda message: None)
+    eval_data = _eval_data(config)
+    cells = [run_cell(config, cell, eval_data, out, say, progress) for cell in grid(config)]
+    comparisons, summary = compare_cells(config, cells)
+    comparisons.to_csv(out / "comparisons.csv", index=False)
+    summary.to_csv(out / "summary.csv", index=False)
+    result = StudyResult(config, cells, comparisons, summary, out)
+    say("[bold]report[/]")
+    result.report = write_study_report(result)
+    return result
+
+
+def _check_same_study(config: StudyConfig, out: Path) -> None:
+    """A rerun continues the same study; a different one on the same folder is refused."""
+    path = out / "study.json"
+    current = config.to_dict()
+    current["campaign"] = dataclasses.asdict(config.campaign)
+    if path.exists():
+        try:
+            previous = json.loads(path.read_text())
+        except json.JSONDecodeError:
+            raise ValueError(f"{path} is corrupt; remove it or use another output folder") from None
+        if previous != json.loads(json.dumps(current)):
+            changed = sorted(k for k in set(previous) | set(current) if previous.get(k) != json.loads(json.dumps(current)).get(k))
+            raise ValueError(
+                f"{out} holds a different study (settings that differ: {', '.join(changed)}); "
+                "use another output folder or the same settings to resume"
+            )
+        return
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(current, indent=2))
+    tmp.replace(path)

@@ -1,0 +1,126 @@
+"""The study's report: the paper's table per backbone, the init ablation, and the seeds' spread.
+
+Each campaign also gets the detailed report of ``headstrong.report`` (baseline beside the
+text-guided model); the top page links them and embeds the headline plot.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from headstrong.report.tables import html_table, markdown
+
+# (column, heading, format) of the headline table
+_HEADLINE = (
+    ("backbone", "backbone", "{}"),
+    ("init", "init", "{}"),
+    ("campaign", "campaign", "{}"),
+    ("seeds", "seeds", "{}"),
+    ("baseline_top1", "top-1 baseline", "{:.2%}"),
+    ("text_top1", "top-1 text", "{:.2%}"),
+    ("improvement_last", "improvement, last layer", "{:.2f}x"),
+    ("improvement_overall", "improvement, overall", "{:.2f}x"),
+    ("baseline_top2_diff", "top-2 diff baseline", "{:.1f}"),
+    ("text_top2_diff", "top-2 diff text", "{:.1f}"),
+    ("baseline_mismatch", "mismatch baseline", "{:.2%}"),
+    ("text_mismatch", "mismatch text", "{:.2%}"),
+)
+_NUMERIC = [c for c, _, _ in _HEADLINE[4:]]
+
+
+def aggregate(summary: pd.DataFrame) -> pd.DataFrame:
+    """Mean and standard deviation over seeds of every headline figure."""
+    if summary.empty:
+        return summary
+    keys = ["backbone", "init", "campaign"]
+    grouped = summary.groupby(keys, sort=False)
+    mean = grouped[_NUMERIC].mean()
+    std = grouped[_NUMERIC].std(ddof=1).add_suffix("_std")
+    seeds = grouped["seed"].nunique().rename("seeds")
+    return pd.concat([mean, std, seeds], axis=1).reset_index()
+
+
+def _cell(row: pd.Series, column: str, template: str) -> str:
+    value = row[column]
+    if isinstance(value, float) and pd.isna(value):
+        return "-"
+    text = template.format(value)
+    spread = row.get(f"{column}_std")
+    if spread is not None and not pd.isna(spread) and row.get("seeds", 1) > 1:
+        text += " ± " + template.format(spread).rstrip("x%")
+    return text
+
+
+def headline_rows(table: pd.DataFrame) -> tuple[list[str], list[list[str]]]:
+    headings = [h for _, h, _ in _HEADLINE]
+    rows = [[_cell(row, c, t) for c, _, t in _HEADLINE] for _, row in table.iterrows()]
+    return headings, rows
+
+
+def cost_rows(cells: list[Any]) -> tuple[list[str], list[list[str]]]:
+    headings = ["model", "top-1", "parameters", "MACs per image"]
+    rows = [[r.cell.name, f"{r.top1:.2%}", f"{r.params:,}", f"{r.macs:,}"] for r in cells]
+    return headings, rows
+
+
+def write_study_report(result: Any) -> Path:
+    """Write ``report.html`` and ``summary.md`` (and one detailed report per comparison)."""
+    from headstrong.report.compare import compare_runs
+    from headstrong.report.html import build_report
+
+    out = Path(result.out) / "report"
+    out.mkdir(parents=True, exist_ok=True)
+    baselines = {(r.cell.backbone, r.cell.seed): r for r in result.cells if r.cell.is_baseline}
+    details: list[tuple[str, Path]] = []
+    for text in result.cells:
+        if text.cell.is_baseline:
+            continue
+        base = baselines[(text.cell.backbone, text.cell.seed)]
+        for name, run in text.campaigns.items():
+            if name not in base.campaigns:
+                continue
+            folder = out / f"{text.cell.name}__{name}"
+            page = build_report(
+                [base.campaigns[name], run], folder, labels=[f"{base.cell.name} {name}", f"{text.cell.name} {name}"],
+                comparison=compare_runs(base.campaigns[name], run),
+            )
+            details.append((f"{text.cell.name} vs {base.cell.name}: {name}", page))
+
+    table = aggregate(result.summary)
+    headings, rows = headline_rows(table)
+    cost_headings, cost = cost_rows(result.cells)
+    config = result.config
+    intro = (
+        f"Data set {config.dataset}; encoder {config.encoder}; backbones {', '.join(config.backbones)}; "
+        f"inits {', '.join(config.inits)}; formats {', '.join(config.formats)}; seeds {', '.join(map(str, config.seeds))}. "
+        "Improvement = baseline ΔLoss / text-guided ΔLoss (mean ΔLoss per layer, range detector "
+        f"{'on' if config.campaign.range_detector else 'off'}); 'overall' is the ratio of ΔLoss averaged over all layers."
+    )
+    md = [f"# headstrong study: {config.name}", "", intro, "", "## Resilience (the paper's table)", "",
+          markdown(headings, rows), "## Cost", "", markdown(cost_headings, cost), "## Detailed reports", ""]
+    md += [f"- [{title}]({page.relative_to(out)})" for title, page in details]
+    parts = [f"<h1>headstrong study: {html.escape(config.name)}</h1>", f"<p>{html.escape(intro)}</p>",
+             "<h2>Resilience (the paper's table)</h2>", html_table(headings, rows),
+             "<h2>Cost</h2>", html_table(cost_headings, cost)]
+    if details:
+        first = details[0][1].parent / "delta_loss_per_layer.png"
+        if first.exists():
+            encoded = base64.b64encode(first.read_bytes()).decode()
+            parts.append(f"<h2>ΔLoss per layer: {html.escape(details[0][0])}</h2>"
+                         f"<img alt='ΔLoss per layer' src='data:image/png;base64,{encoded}'>")
+    parts.append("<h2>Detailed reports</h2><ul>" + "".join(
+        f"<li><a href='{html.escape(str(page.relative_to(out)))}'>{html.escape(title)}</a></li>" for title, page in details
+    ) + "</ul>")
+    style = "body{font-family:system-ui,sans-serif;margin:2rem auto;max-width:1100px}table{border-collapse:collapse}" \
+            "th,td{border:1px solid #ccc;padding:.2rem .5rem}img{max-width:100%}"
+    page = (f"<!doctype html><html><head><meta charset='utf-8'><title>headstrong study</title><style>{style}</style>"
+            f"</head><body>{''.join(parts)}</body></html>")
+    (out / "summary.md").write_text("\n".join(md) + "\n")
+    target = out / "report.html"
+    target.write_text(page, encoding="utf-8")
+    return target
