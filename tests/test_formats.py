@@ -378,6 +378,20 @@ def test_block_by_hand() -> None:
     assert fmt.flip(torch.zeros(4), 6).tolist() == [2.0**-126] * 4  # zero block: e = -126
 
 
+@pytest.mark.parametrize("name", ["bfp8_4", "fp16", "int8"])
+def test_bit_tensors_that_enlarge_the_result(name: str) -> None:
+    fmt = formats.get(name)
+    x = torch.tensor([[0.3], [-2.0], [5.0]])  # one value per row: rows are one-value blocks
+    bits = torch.tensor([[0, 1, 2, 7]])  # enlarges the last dimension, 1 -> 4
+    out = fmt.flip(x, bits)
+    assert out.shape == (3, 4)
+    for j, b in enumerate([0, 1, 2, 7]):
+        assert torch.equal(out[:, j : j + 1], fmt.flip(x, b))
+    y = torch.randn(3, 9, generator=torch.Generator().manual_seed(13))
+    stacked = fmt.flip(y, torch.tensor([3, 5]).view(2, 1, 1))  # adds a leading dimension
+    assert torch.equal(stacked[0], fmt.flip(y, 3)) and torch.equal(stacked[1], fmt.flip(y, 5))
+
+
 def test_block_extremes_of_float32() -> None:
     values = np.array([[1e-45, 0.0, 3e-45, 1e-44], [3.4e38, -1.0, 1e38, 0.0], [0.0] * 4], np.float32)
     for name in ("bfp24_4", "bfp3_2"):

@@ -18,6 +18,11 @@ batching. A 0-d tensor is one block of one value.
   the exponent is metadata, so ``decode(codes, exponents)`` needs it back. ``flip`` XORs a
   mantissa bit and keeps the block's exponent, so flipping element i changes element i alone.
   Block formats need no scale: ``with_scale`` returns the format unchanged.
+
+Arithmetic is float32 and exact: a step ``2**-n`` (n up to 171 for float32's smallest values)
+is applied as two power-of-two factors ``2**a * 2**b`` (a + b = n, each within float32's normal
+range), so scaling a value to its mantissa never rounds, and scaling a mantissa back rounds once,
+only where the value falls below float32's normal range.
 """
 
 from __future__ import annotations
@@ -38,9 +43,14 @@ from headstrong.formats._base import (
     xor_fresh,
 )
 from headstrong.formats._registry import register_family
-from headstrong.formats.integer import code_dtype, round_codes, scale_codes
+from headstrong.formats.integer import code_dtype
 
 ZERO_BLOCK_EXPONENT = -126
+
+
+def _powers_of_two(k: torch.Tensor) -> torch.Tensor:
+    """``2.0**k`` as float32, exact, for integer ``k`` in -126..127 (built from the bits)."""
+    return ((k + 127) << 23).to(torch.int32).view(torch.float32)
 
 
 @dataclass(frozen=True)
@@ -55,45 +65,80 @@ class BlockFormat(NumberFormat):
     def bits(self) -> int:  # type: ignore[override]
         return self.mantissa_bits
 
-    def shared_exponents(self, x: torch.Tensor) -> torch.Tensor:
-        """Each block's exponent ``floor(log2(max|x|))``, int64 of shape ``(..., ceil(L/B))``."""
-        x = check_float_tensor(x, self.name)
-        rows = x.reshape(1) if x.dim() == 0 else x
+    # -- layout helpers: (..., L) <-> (..., blocks, B), padding the last block with zeros
+
+    def _blocked(self, rows: torch.Tensor) -> torch.Tensor:
         length = rows.shape[-1]
         blocks = -(-length // self.block_size)
         pad = blocks * self.block_size - length
-        mag = rows.abs().nan_to_num_(nan=0.0, posinf=0.0)
-        mag = torch.nn.functional.pad(mag, (0, pad)) if pad else mag
-        amax = mag.reshape(*rows.shape[:-1], blocks, self.block_size).amax(dim=-1)
+        padded = torch.nn.functional.pad(rows, (0, pad)) if pad else rows
+        return padded.reshape(*rows.shape[:-1], blocks, self.block_size)
+
+    def _unblocked(self, blocked: torch.Tensor, length: int) -> torch.Tensor:
+        flat = blocked.reshape(*blocked.shape[:-2], blocked.shape[-2] * self.block_size)
+        return flat[..., :length].contiguous()
+
+    def _exponents(self, blocked: torch.Tensor) -> torch.Tensor:
+        mag = blocked.abs().nan_to_num_(nan=0.0, posinf=0.0)
+        amax = mag.amax(dim=-1)
         _, exp = torch.frexp(amax)  # amax = f * 2**exp with f in [0.5, 1)
         zero = torch.full_like(exp, ZERO_BLOCK_EXPONENT + 1)
         return (torch.where(amax > 0, exp, zero) - 1).long()
 
-    def _steps(self, exponents: torch.Tensor, length: int) -> torch.Tensor:
-        """Per-element step ``2**(e - (M - 2))`` in float64, shape ``(..., length)``."""
-        two = torch.tensor(2.0, dtype=torch.float64, device=exponents.device)
-        per_block = torch.pow(two, exponents - (self.mantissa_bits - 2))  # exact, down to 2**-171
-        shape = (*exponents.shape[:-1], exponents.shape[-1] * self.block_size)
-        per_element = per_block.unsqueeze(-1).expand(*exponents.shape, self.block_size)
-        return per_element.reshape(shape)[..., :length]
+    def _factors(self, exponents: torch.Tensor, down: bool) -> tuple[torch.Tensor, torch.Tensor]:
+        """Two float32 powers of two per block, shape ``(..., blocks, 1)``, whose product is
+        ``2**(M - 2 - e)`` (value to mantissa) or, with ``down``, its inverse."""
+        n = self.mantissa_bits - 2 - exponents
+        if down:
+            n = -n
+        a = torch.div(n, 2, rounding_mode="floor")
+        return _powers_of_two(a).unsqueeze(-1), _powers_of_two(n - a).unsqueeze(-1)
 
-    def _codes(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        x = check_float_tensor(x, self.name)
-        rows = x.reshape(1) if x.dim() == 0 else x
-        steps = self._steps(self.shared_exponents(rows), rows.shape[-1])
+    def _per_element(self, factor: torch.Tensor, length: int) -> torch.Tensor:
+        expanded = factor.expand(*factor.shape[:-1], self.block_size)
+        return self._unblocked(expanded, length)
+
+    def _mantissas(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Blocked mantissa codes (narrow ints, sign-extended) and the block exponents."""
+        blocked = self._blocked(x.reshape(1) if x.dim() == 0 else x)
+        exponents = self._exponents(blocked)
+        up_a, up_b = self._factors(exponents, down=False)
         hi = (1 << (self.mantissa_bits - 1)) - 1
-        codes = round_codes(rows, steps, -hi, hi, code_dtype(self.mantissa_bits))
-        return codes.reshape(x.shape), steps.reshape(x.shape)
+        m = (blocked * up_a).mul_(up_b)  # exact: only powers of two, no overflow
+        m = m.round_().clamp_(-hi, hi).nan_to_num_(nan=0.0)  # clamp_ saturates ±Inf
+        return m.to(code_dtype(self.mantissa_bits)), exponents
+
+    def _values(self, codes: torch.Tensor, exponents: torch.Tensor, length: int) -> torch.Tensor:
+        """float32 values of sign-extended codes of shape (..., length), any broadcast."""
+        down_a, down_b = self._factors(exponents, down=True)
+        values = codes.float()
+        if values.shape == (*exponents.shape[:-1], length):  # no broadcast: block by block
+            blocked = self._blocked(values).mul_(down_a).mul_(down_b)  # the one rounding, if any
+            return self._unblocked(blocked, length)
+        values.mul_(self._per_element(down_a, length))
+        return values.mul_(self._per_element(down_b, length))
+
+    # -- the public face
+
+    def shared_exponents(self, x: torch.Tensor) -> torch.Tensor:
+        """Each block's exponent ``floor(log2(max|x|))``, int64 of shape ``(..., ceil(L/B))``."""
+        x = check_float_tensor(x, self.name)
+        return self._exponents(self._blocked(x.reshape(1) if x.dim() == 0 else x))
 
     def quantize(self, x: torch.Tensor) -> torch.Tensor:
         """``x`` with each mantissa rounded (ties to even) and saturated, as float32."""
-        codes, steps = self._codes(x)
-        return scale_codes(codes, steps)
+        x = check_float_tensor(x, self.name)
+        codes, exponents = self._mantissas(x)
+        down_a, down_b = self._factors(exponents, down=True)
+        values = codes.float().mul_(down_a).mul_(down_b)
+        return self._unblocked(values, x.shape[-1] if x.dim() else 1).reshape(x.shape)
 
     def encode(self, x: torch.Tensor) -> torch.Tensor:
         """M-bit two's complement mantissa codes, int64 in the low M bits (exponents apart)."""
-        codes, _ = self._codes(x)
-        return to_unsigned(codes, self.mantissa_bits)
+        x = check_float_tensor(x, self.name)
+        codes, _ = self._mantissas(x)
+        length = x.shape[-1] if x.dim() else 1
+        return to_unsigned(self._unblocked(codes, length), self.mantissa_bits).reshape(x.shape)
 
     def decode(self, codes: torch.Tensor, exponents: torch.Tensor) -> torch.Tensor:
         """Values of mantissa ``codes`` in blocks with ``exponents`` (from ``shared_exponents``)."""
@@ -106,16 +151,23 @@ class BlockFormat(NumberFormat):
                 f"{self.name}: exponents have shape {tuple(exponents.shape)}; expected "
                 f"(..., {blocks}), one per block of {self.block_size} along the last dimension"
             )
-        steps = self._steps(exponents, rows.shape[-1])
-        values = scale_codes(to_signed(rows, self.mantissa_bits), steps)
+        values = self._values(to_signed(rows, self.mantissa_bits), exponents, rows.shape[-1])
         return values.reshape(()) if codes.dim() == 0 and values.numel() == 1 else values
 
     def flip(self, x: torch.Tensor, bit: Bit) -> torch.Tensor:
         """Quantise ``x``, XOR mantissa bit ``bit`` of each element, decode with its block's
         exponent (computed before the flip, so the other elements keep their values)."""
-        codes, steps = self._codes(x)
+        x = check_float_tensor(x, self.name)
+        codes, exponents = self._mantissas(x)
         bit = check_bit(bit, self.mantissa_bits, self.name, codes.device)
-        return scale_codes(xor_fresh(codes, sign_extended_mask(bit, self.mantissa_bits)), steps)
+        length = x.shape[-1] if x.dim() else 1
+        codes = self._unblocked(codes, length).reshape(x.shape)
+        flipped = xor_fresh(codes, sign_extended_mask(bit, self.mantissa_bits))
+        if x.dim() == 0:  # one block of one value: its factors are 0-d after the squeeze
+            exponents = exponents.reshape(1)
+            down_a, down_b = (f.reshape(()) for f in self._factors(exponents, down=True))
+            return flipped.float().mul_(down_a).mul_(down_b)
+        return self._values(flipped, exponents, length)
 
     def bit_groups(self) -> dict[str, list[int]]:
         """``sign``: bit M-1 of the mantissa; ``mantissa``: the bits below it."""
