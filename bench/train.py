@@ -41,6 +41,29 @@ def _steps_per_second(model, opt, x, y, steps: int, device: torch.device, amp: b
     return steps / (time.perf_counter() - start)
 
 
+def _macs(model: torch.nn.Module, x: torch.Tensor) -> int:
+    """Multiply-accumulates of Conv2d and Linear layers for one image (a noise-free cost figure)."""
+    total = 0
+
+    def hook(module, inputs, output):
+        nonlocal total
+        if isinstance(module, torch.nn.Conv2d):
+            per_out = module.in_channels // module.groups * module.kernel_size[0] * module.kernel_size[1]
+            total += output[0].numel() * per_out
+        else:
+            total += module.in_features * module.out_features
+
+    handles = [m.register_forward_hook(hook) for m in model.modules() if isinstance(m, (torch.nn.Conv2d, torch.nn.Linear))]
+    try:
+        with torch.no_grad():
+            model.eval()(x[:1])
+    finally:
+        for h in handles:
+            h.remove()
+        model.train()
+    return total
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
@@ -85,9 +108,11 @@ def main() -> None:
     print(f"training step, {backbone}{' (small-input stem)' if small_input else ''}, input {in_chans}x{size}x{size}, "
           f"batch {batch}, {where}; median of {args.rounds} rounds x {steps} steps")
     median = {name: statistics.median(r) for name, r in rates.items()}
+    macs = {name: _macs(model, x) for name, model in models.items()}
     for name, rate in median.items():
         params = sum(p.numel() for p in models[name].parameters())
-        print(f"  {name:12s} {rate:10.1f} images/s   {params:,} parameters")
+        print(f"  {name:12s} {rate:10.1f} images/s   {params:,} parameters   {macs[name] / 1e6:.2f} M MACs/image")
+    print(f"  head MACs overhead: {100.0 * (macs['text-guided'] / macs['baseline'] - 1.0):+.2f}%")
     overhead = 100.0 * (median["baseline"] / median["text-guided"] - 1.0)
     print(f"  head overhead: {overhead:+.2f}% time per image (target: under 5%)")
     if gpu:
