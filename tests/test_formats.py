@@ -546,6 +546,8 @@ def test_flip_at_checks_its_arguments() -> None:
         fmt.flip_at(x, torch.zeros(4, dtype=torch.int64), torch.tensor([1, 2, 3, 16]))
     with pytest.raises(TypeError, match="index must be an integer tensor"):
         fmt.flip_at(x, torch.zeros(4), 0)
+    empty = torch.ones(0, 6)
+    assert fmt.flip_at(empty, torch.zeros(0, dtype=torch.int64), 1).shape == (0, 6)
 
 
 @pytest.mark.parametrize("name", ALL)

@@ -67,7 +67,8 @@ class NumberFormat(ABC):
                 "index per sample"
             )
         index = index.to(device=q.device, dtype=torch.int64)
-        if n and (int(index.min()) < 0 or int(index.max()) >= per_sample):
+        lo, hi = torch.stack(torch.aminmax(index)).tolist() if n else (0, 0)
+        if n and (lo < 0 or hi >= per_sample):
             raise ValueError(
                 f"{self.name}: index out of range; allowed flat indices are 0..{per_sample - 1}"
             )
@@ -78,7 +79,7 @@ class NumberFormat(ABC):
                 )
             bit = bit.reshape(n, *([1] * (q.dim() - 1)))
         flipped = self.flip(x, bit).reshape(n, -1)
-        out = q.reshape(n, -1).clone()
+        out = q.reshape(n, -1)  # q is ours (quantize returns a new tensor): write into it
         column = index.view(n, 1)
         out.scatter_(1, column, flipped.gather(1, column))
         return out.view(q.shape)
