@@ -78,6 +78,9 @@ class NumberFormat(ABC):
                     f"{self.name}: bit has shape {tuple(bit.shape)}; expected ({n},) or an int"
                 )
             bit = bit.reshape(n, *([1] * (q.dim() - 1)))
+        if q.numel() == 0:
+            check_bit(bit, self.bits, self.name, q.device)  # still refuse a bad bit
+            return q
         flipped = self.flip(x, bit).reshape(n, -1)
         out = q.reshape(n, -1)  # q is ours (quantize returns a new tensor): write into it
         column = index.view(n, 1)
