@@ -1,0 +1,115 @@
+"""A slow, literal fault injector: the yardstick for ``hs.inject``.
+
+For every fault and every image: deep-copy the model, hold the targeted tensors in the format,
+change the one element, run the whole network on the one image. Nothing is batched or cached.
+"""
+
+from __future__ import annotations
+
+import copy
+
+import torch
+from torch import nn
+
+from headstrong import formats
+
+TYPES = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear, nn.modules.batchnorm._BatchNorm,
+         nn.LayerNorm, nn.GroupNorm, nn.modules.instancenorm._InstanceNorm, nn.LocalResponseNorm)
+
+
+def _targets(model: nn.Module) -> list[str]:
+    return [n for n, m in model.named_modules() if n and isinstance(m, TYPES)]
+
+
+def _fmt_for(name: str, max_abs: float):
+    fmt = formats.get(name)
+    if fmt.needs_scale:
+        return fmt.with_scale(max_abs / (2 ** (fmt.bits - 1) - 1) if max_abs > 0 else 1.0)
+    return fmt
+
+
+def _profile(model: nn.Module, x: torch.Tensor, names: list[str]) -> dict[str, float]:
+    """max |output| of each named module over x, in the plain fp32 model."""
+    peak = {n: 0.0 for n in names}
+    hooks = []
+    for name, module in model.named_modules():
+        if name in peak:
+            def hook(mod, args, out, name=name):
+                peak[name] = max(peak[name], float(out.abs().max()))
+            hooks.append(module.register_forward_hook(hook))
+    with torch.no_grad():
+        model(x)
+    for h in hooks:
+        h.remove()
+    return peak
+
+
+def reference_inject(model: nn.Module, x: torch.Tensor, records: list[dict], fmt: str = "fp32",
+                     range_detector: bool = True) -> torch.Tensor:
+    """Logits [len(records), len(x), C]: a deep copy per fault, a forward pass per image."""
+    model = copy.deepcopy(model).eval()
+    targets = _targets(model)
+    names = list(dict.fromkeys(targets + [r["layer"] for r in records]))
+    peak = _profile(model, x, names)
+    results = []
+    for rec in records:
+        row = []
+        net = copy.deepcopy(model)
+        modules = dict(net.named_modules())
+        if rec["kind"] == "neuron":
+            if fmt != "fp32":
+                for name in targets:
+                    layer_fmt = _fmt_for(fmt, peak[name])
+                    modules[name].register_forward_hook(
+                        lambda mod, args, out, f=layer_fmt: f.quantize(out).to(out.dtype))
+            layer_fmt = _fmt_for(fmt, peak[rec["layer"]])
+
+            def flip(mod, args, out, rec=rec, f=layer_fmt):
+                out = out.clone(memory_format=torch.contiguous_format)
+                flipped_all = f.flip(out[0], rec["bit"])  # every element flipped, in its block
+                flat = out[0].reshape(-1)
+                value = flipped_all.reshape(-1)[rec["index"]]
+                if range_detector:
+                    bound = peak[rec["layer"]]
+                    if not torch.isfinite(value) or abs(float(value)) > bound:
+                        value = torch.tensor(-bound if float(value) < 0 else bound)
+                flat[rec["index"]] = value
+                return out
+
+            modules[rec["layer"]].register_forward_hook(flip)
+        else:
+            with torch.no_grad():
+                if fmt != "fp32":
+                    for name in targets:
+                        w = getattr(modules[name], "weight", None)
+                        if isinstance(w, torch.Tensor):
+                            w.copy_(_fmt_for(fmt, float(w.abs().max())).quantize(w))
+                w = modules[rec["layer"]].weight
+                layer_fmt = _fmt_for(fmt, float(model.get_submodule(rec["layer"]).weight.abs().max()))
+                flipped_all = layer_fmt.flip(w, rec["bit"])
+                w.view(-1)[rec["index"]] = flipped_all.reshape(-1)[rec["index"]]
+        with torch.no_grad():
+            for i in range(len(x)):
+                row.append(net(x[i : i + 1])[0])
+        results.append(torch.stack(row))
+    return torch.stack(results)
+
+
+def reference_golden(model: nn.Module, x: torch.Tensor, fmt: str = "fp32", kind: str = "neuron") -> torch.Tensor:
+    """Golden logits with the targeted tensors held in ``fmt``: outputs (neuron) or weights (weight)."""
+    net = copy.deepcopy(model).eval()
+    targets = _targets(net)
+    modules = dict(net.named_modules())
+    peak = _profile(net, x, targets)
+    if fmt != "fp32":
+        for name in targets:
+            if kind == "neuron":
+                layer_fmt = _fmt_for(fmt, peak[name])
+                modules[name].register_forward_hook(lambda mod, args, out, f=layer_fmt: f.quantize(out).to(out.dtype))
+            else:
+                w = getattr(modules[name], "weight", None)
+                if isinstance(w, torch.Tensor):
+                    with torch.no_grad():
+                        w.copy_(_fmt_for(fmt, float(w.abs().max())).quantize(w))
+    with torch.no_grad():
+        return torch.stack([net(x[i : i + 1])[0] for i in range(len(x))])
