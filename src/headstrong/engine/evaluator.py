@@ -108,6 +108,7 @@ class FaultEvaluator:
         self._modules = dict(model.named_modules())
         self._identity = is_identity_format(self.fmt)
         self._stats: dict[str, LayerStats] | None = None
+        self._never_ran: set[str] = set()
         self._golden_cache: dict[str, _Golden] = {}
         self._keys: dict[int, set[str]] = {}
         self.last_path: str | None = None
@@ -167,6 +168,7 @@ class FaultEvaluator:
         explicit = [n for n in missing if not isinstance(self._modules[n], _injectable_types())]
         if explicit:
             raise ValueError(f"layer {explicit[0]!r} never runs in the model's forward pass")
+        self._never_ran = set(missing)
         self.layers = [n for n in self.layers if stats[n].calls > 0]
         self._stats = {n: stats[n] for n in self.layers}
         self._out_fmt = {n: layer_format(self.fmt, s.out_max_abs) for n, s in self._stats.items()}
@@ -257,6 +259,8 @@ class FaultEvaluator:
         stats = self._require_profile()
         for name in faults.layer_names:
             if name not in stats:
+                if name in self._never_ran:
+                    raise ValueError(f"layer {name!r} never runs in the model's forward pass")
                 if name in self._modules and name:
                     raise ValueError(
                         f"layer {name!r} was not profiled; pass layers=[{name!r}] to FaultEvaluator "

@@ -193,7 +193,12 @@ def profile_layers(
                 if forward is None:
                     run_model(model, x)
                 else:
-                    forward(x)
+                    try:
+                        forward(x)
+                    except RuntimeError as error:
+                        raise ValueError(
+                            f"input of shape {tuple(x.shape)} does not fit the model ({error})"
+                        ) from error
                 if counting[0]:
                     counting[0] = False  # count calls per forward on the first batch only
                 seen = True
