@@ -6,7 +6,8 @@ calling ``FaultEvaluator.evaluate`` in the campaign's batches with nothing else 
 same campaign on Ray with 2 local workers. Target: campaign >= 80% of the engine-only rate, and
 Ray no slower than local.
 
-    python bench/campaign.py [--faults-per-layer 256] [--images 256] [--batch-size 128] [--no-ray]
+    python bench/campaign.py [--faults-per-layer 256] [--images 128] [--batch-size 128] [--rounds 2]
+                             [--threads N] [--no-ray]
 """
 
 from __future__ import annotations
@@ -77,33 +78,42 @@ def campaign(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, spec: hs.
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--faults-per-layer", type=int, default=256)
-    parser.add_argument("--images", type=int, default=256)
+    parser.add_argument("--images", type=int, default=128)
     parser.add_argument("--batch-size", type=int, default=128)
+    parser.add_argument("--rounds", type=int, default=2, help="alternating rounds; the best of each is kept")
+    parser.add_argument("--threads", type=int, default=None, help="torch threads of the local runs")
     parser.add_argument("--no-ray", action="store_true")
     args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
     model, x, y, convs = build()
     x, y = x[: args.images], y[: args.images]
     spec = hs.CampaignSpec(kind="neuron", layers=tuple(convs), fmt="fp32", n_faults=args.faults_per_layer,
                            seed=0, only_correct=False)
     print(f"ResNet-18, {len(convs)} conv layers x {args.faults_per_layer} neuron faults, {args.images} images, "
           f"batch {args.batch_size}; {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, "
-          f"torch {torch.__version__} ({torch.get_num_threads()} threads)")
-    engine_rate, n = engine_only(model, x, y, spec, args.batch_size)
-    print(f"engine only : {engine_rate:9,.0f} faults/s ({n} faults)")
-    local_rate, n = campaign(model, x, y, spec, args.batch_size, "local")
+          f"load average {os.getloadavg()[0]:.1f}, torch {torch.__version__} ({torch.get_num_threads()} threads), "
+          f"best of {args.rounds} alternating rounds")
+    engine_rates, local_rates = [], []
+    for _ in range(args.rounds):  # alternate, so a busy spell on the machine hits both alike
+        engine_rates.append(engine_only(model, x, y, spec, args.batch_size)[0])
+        local_rates.append(campaign(model, x, y, spec, args.batch_size, "local")[0])
+    engine_rate, local_rate = max(engine_rates), max(local_rates)
     ratio = local_rate / engine_rate
-    print(f"campaign    : {local_rate:9,.0f} faults/s ({n} faults) = {ratio:.0%} of engine only "
-          f"[target >= 80%: {'PASS' if ratio >= 0.8 else 'FAIL'}]")
+    print(f"engine only : {engine_rate:9,.0f} faults/s  (rounds: {', '.join(f'{r:,.0f}' for r in engine_rates)})")
+    print(f"campaign    : {local_rate:9,.0f} faults/s  (rounds: {', '.join(f'{r:,.0f}' for r in local_rates)}) "
+          f"= {ratio:.0%} of engine only [target >= 80%: {'PASS' if ratio >= 0.8 else 'FAIL'}]")
     if not args.no_ray:
         import ray
 
         ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
         try:
-            ray_rate, n = campaign(model, x, y, spec, args.batch_size, "ray")
+            ray_rates = [campaign(model, x, y, spec, args.batch_size, "ray")[0] for _ in range(args.rounds)]
         finally:
             ray.shutdown()
-        print(f"ray, 2 local workers: {ray_rate:9,.0f} faults/s ({n} faults) = {ray_rate / local_rate:.2f}x local "
-              f"[target >= 1.0x: {'PASS' if ray_rate >= local_rate else 'FAIL'}]")
+        ray_rate = max(ray_rates)
+        print(f"ray, 2 local workers: {ray_rate:9,.0f} faults/s  (rounds: {', '.join(f'{r:,.0f}' for r in ray_rates)})"
+              f" = {ray_rate / local_rate:.2f}x local [target >= 1.0x: {'PASS' if ray_rate >= local_rate else 'FAIL'}]")
 
 
 if __name__ == "__main__":

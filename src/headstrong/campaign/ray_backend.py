@@ -32,7 +32,14 @@ def connect(address: str | None = None, num_cpus: int | None = None) -> Any:
     if not ray.is_initialized():
         address = address or os.environ.get(RAY_ADDRESS_ENV) or None
         if address:
-            ray.init(address=address, include_dashboard=False, log_to_driver=False)
+            try:
+                ray.init(address=address, log_to_driver=False)
+            except (ConnectionError, RuntimeError, ValueError) as error:
+                raise ValueError(
+                    f"cannot join the Ray cluster at {address!r} ({error}); start one with 'ray start --head', "
+                    f"pass --ray-address auto on its machines, or leave the address (and ${RAY_ADDRESS_ENV}) unset "
+                    "for a local instance"
+                ) from None
         else:
             ray.init(num_cpus=num_cpus, include_dashboard=False, log_to_driver=False)
     return ray

@@ -184,7 +184,6 @@ def run_campaign(
     batch_size = _layout_value("batch_size", batch_size, layout, DEFAULT_BATCH, out)
     chunk_size = _layout_value("chunk_size", chunk_size, layout, DEFAULT_CHUNK, out)
 
-    model = model.eval()
     images, labels = planning.collect_images(data, spec.max_images)
     job = Job(spec, {}, images, labels, torch.arange(images.shape[0]), batch_size, out)
     evaluator = make_evaluator(model, job, device)
@@ -193,7 +192,9 @@ def run_campaign(
 
     fmt = get_format(spec.fmt)
     bits = resolve_bits(spec, fmt)
-    available = list(injectable_layers(model))
+    first = next(iter(model.parameters()), None)
+    probe = images[:2].to(first.device if first is not None else "cpu")
+    available = [name for name in injectable_layers(model, probe) if name in set(evaluator.layer_info["layer"])]
     layers = select_layers(spec, available)
     info = evaluator.layer_info.set_index("layer")
     column = "n_neurons" if spec.kind == "neuron" else "n_weights"
@@ -315,15 +316,16 @@ def load_results(out: str | Path) -> CampaignResult:
     records = storage.read_records(out, manifest["units"])
     from headstrong.metrics import summarize
 
-    per_layer = _in_layer_order(summarize(records, by=("layer",)), manifest["layers"])
-    per_bit = _in_layer_order(summarize(records, by=("layer", "bit")), manifest["layers"])
+    positions = records.groupby("layer", sort=False)["layer_pos"].first()
+    per_layer = _in_layer_order(summarize(records, by=("layer",)), positions)
+    per_bit = _in_layer_order(summarize(records, by=("layer", "bit")), positions)
     spec = CampaignSpec.from_dict(manifest["spec"])
     return CampaignResult(spec, out, records, per_layer, per_bit, manifest)
 
 
-def _in_layer_order(frame: pd.DataFrame, layers: list[str]) -> pd.DataFrame:
+def _in_layer_order(frame: pd.DataFrame, positions: pd.Series) -> pd.DataFrame:
+    """Rows in the model's forward order, with each layer's position among the injectable layers."""
     frame = frame.reset_index() if "layer" not in frame.columns else frame
-    order = {name: i for i, name in enumerate(layers)}
-    frame = frame.assign(layer_pos=frame["layer"].map(order))
+    frame = frame.assign(layer_pos=frame["layer"].map(positions).astype("int64"))
     keys = ["layer_pos"] + (["bit"] if "bit" in frame.columns else [])
     return frame.sort_values(keys, kind="stable").reset_index(drop=True)

@@ -23,18 +23,28 @@ def match_layers(baseline: list[str], textguided: list[str]) -> list[tuple[str, 
 
 
 def compare_runs(baseline: Any, textguided: Any) -> pd.DataFrame:
-    """``metrics.improvement`` over matched layers; columns name both layers of each row."""
+    """``metrics.improvement`` of two runs, layers matched by position; both layer names kept.
+
+    Rows: every matched leading layer, then "last layer" (the two classifiers) and "overall" (the
+    ΔLoss averaged over all layers of each model, unmatched ones included).
+    """
     from headstrong.metrics import improvement
 
-    a, b = baseline.per_layer, textguided.per_layer
-    pairs = match_layers(list(a["layer"]), list(b["layer"]))
-    keys = {pa: f"{i}" for i, (pa, _) in enumerate(pairs)}
-    keys_b = {pb: f"{i}" for i, (_, pb) in enumerate(pairs)}
-    left = a[a["layer"].isin(keys)].assign(layer=lambda f: f["layer"].map(keys))
-    right = b[b["layer"].isin(keys_b)].assign(layer=lambda f: f["layer"].map(keys_b))
-    table = improvement(left.reset_index(drop=True), right.reset_index(drop=True))
-    table = table.reset_index() if "layer" not in table.columns else table
-    names = {f"{i}": pair for i, pair in enumerate(pairs)}
-    table.insert(1, "baseline_layer", table["layer"].map(lambda k: names.get(str(k), ("", ""))[0]))
-    table.insert(2, "textguided_layer", table["layer"].map(lambda k: names.get(str(k), ("", ""))[1]))
+    a, b = baseline.per_layer.reset_index(drop=True), textguided.per_layer.reset_index(drop=True)
+    names_a, names_b = [str(n) for n in a["layer"]], [str(n) for n in b["layer"]]
+    pairs = match_layers(names_a, names_b)
+    keys_a = {name: f"baseline only: {name}" for name in names_a}
+    keys_b = {name: f"text-guided only: {name}" for name in names_b}
+    origin: dict[str, tuple[str, str]] = {}
+    for name_a, name_b in pairs[:-1]:
+        key = name_a if name_a == name_b else f"{name_a} / {name_b}"
+        keys_a[name_a] = keys_b[name_b] = key
+        origin[key] = (name_a, name_b)
+    origin["last layer"] = pairs[-1]
+    origin["overall"] = ("all", "all")
+    left = a.assign(layer=[keys_a[n] for n in names_a])
+    right = b.assign(layer=[keys_b[n] for n in names_b])
+    table = improvement(left, right)
+    table.insert(1, "baseline_layer", [origin.get(k, ("", ""))[0] for k in table["layer"]])
+    table.insert(2, "textguided_layer", [origin.get(k, ("", ""))[1] for k in table["layer"]])
     return table
