@@ -24,6 +24,13 @@ at ``bit[n]``, taking scales and blocks from the whole ``x``.
 ``decode`` of int formats takes ``scale=``; of block formats, ``exponents`` from
 ``fmt.shared_exponents(x)``. Details in each family's module: ``floating`` (overflow rules),
 ``integer`` (int and fixed point), ``block``.
+
+Beyond one flipped bit (the fault models of ``headstrong.faults.models``): ``fmt.flip_mask(x,
+mask)`` XORs any per-element mask of bits, ``fmt.set_bits(x, mask, value)`` and ``fmt.stick(x,
+bit, value)`` force bits to 0 or 1 and say which elements were unchanged (masked),
+``fmt.flip_metadata_at(x, index, bit)`` flips the scale (int) or a block's shared exponent (bfp)
+of each sample (``fmt.metadata_bits`` is 0 where a format has none), and ``bit_errors`` samples
+bit errors at a rate ``p`` without one random draw per bit.
 """
 
 # Importing the families registers them, in the order formats.list() shows them.
@@ -32,6 +39,7 @@ from headstrong.formats import integer  # noqa: F401
 from headstrong.formats import block  # noqa: F401
 from headstrong.formats._base import NumberFormat
 from headstrong.formats._registry import get, list_formats, register_family, register_format
+from headstrong.formats.bit_errors import bit_error_mask, check_rate, sample_bit_errors
 from headstrong.formats.block import BlockFormat
 from headstrong.formats.floating import FloatFormat
 from headstrong.formats.integer import FixedFormat, IntFormat
@@ -50,4 +58,7 @@ __all__ = [
     "list_formats",
     "register_family",
     "register_format",
+    "bit_error_mask",
+    "check_rate",
+    "sample_bit_errors",
 ]

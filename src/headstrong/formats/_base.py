@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import operator
 from abc import ABC, abstractmethod
-from typing import Union
+from typing import Callable, Union
 
 import torch
 
 Bit = Union[int, torch.Tensor]
+Mask = Union[int, torch.Tensor]
 
 
 class NumberFormat(ABC):
@@ -87,6 +88,100 @@ class NumberFormat(ABC):
         out.scatter_(1, column, flipped.gather(1, column))
         return out.view(q.shape)
 
+    # -- edits beyond one flipped bit (fault models): XOR a mask, force bits, flip metadata
+
+    def _edit_codes(self, x: torch.Tensor, edit: Callable[[torch.Tensor], torch.Tensor]) -> torch.Tensor:
+        """Quantise ``x``, apply ``edit`` to its sign-extended codes (a signed integer tensor;
+        ``edit`` returns new codes of the same dtype), decode to float32."""
+        raise NotImplementedError(f"{self.name}: this format cannot edit codes")
+
+    def flip_mask(self, x: torch.Tensor, mask: Mask) -> torch.Tensor:
+        """Quantise ``x``, XOR each element's bit pattern with ``mask`` (an int or an integer
+        tensor broadcast against ``x``, using bits 0..bits-1), decode to float32.
+
+        Several bits of one value (a multi-bit upset) or one pattern per element (bit errors at
+        a rate) in one pass; ``flip_mask(x, 1 << b)`` equals ``flip(x, b)``.
+        """
+        x = check_float_tensor(x, self.name)
+        mask = check_mask(mask, self.bits, self.name, x.device)
+        signed = to_signed(mask, self.bits) if isinstance(mask, torch.Tensor) else _signed_int(mask, self.bits)
+
+        def edit(codes: torch.Tensor) -> torch.Tensor:
+            return codes ^ (signed.to(codes.dtype) if isinstance(signed, torch.Tensor) else signed)
+
+        return self._edit_codes(x, edit)
+
+    def set_bits(self, x: torch.Tensor, mask: Mask, value: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Quantise ``x``, force the bits in ``mask`` to ``value`` (0 or 1), decode to float32.
+
+        Returns the values and a bool tensor ``masked``: True where the forced bits already held
+        ``value``, so the element is unchanged (a stuck-at fault that changes nothing is masked,
+        not skipped). Elements whose mask is 0 are unchanged, hence masked.
+        """
+        x = check_float_tensor(x, self.name)
+        if isinstance(value, bool) or value not in (0, 1):
+            raise ValueError(f"{self.name}: a stuck bit's value must be 0 or 1, got {value!r}")
+        mask = check_mask(mask, self.bits, self.name, x.device)
+        signed = to_signed(mask, self.bits) if isinstance(mask, torch.Tensor) else _signed_int(mask, self.bits)
+        unchanged: list[torch.Tensor] = []
+
+        def edit(codes: torch.Tensor) -> torch.Tensor:
+            m = signed.to(codes.dtype) if isinstance(signed, torch.Tensor) else signed
+            new = codes | m if value else codes & ~m
+            unchanged.append(new == codes)
+            return new
+
+        values = self._edit_codes(x, edit)
+        return values, unchanged[0].reshape(values.shape)
+
+    def stick(self, x: torch.Tensor, bit: Bit, value: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Quantise ``x``, force bit ``bit`` (int or broadcast tensor) of every element to
+        ``value``, decode; also returns ``masked`` (True where the bit already held ``value``)."""
+        x = check_float_tensor(x, self.name)
+        bit = check_bit(bit, self.bits, self.name, x.device)
+        mask = torch.bitwise_left_shift(torch.ones_like(bit), bit) if isinstance(bit, torch.Tensor) else 1 << bit
+        return self.set_bits(x, mask, value)
+
+    @property
+    def metadata_bits(self) -> int:
+        """Width of the metadata a value depends on besides its own bits: 0 for formats without
+        (floats, fixed point); int formats have a float32 scale, block formats an 8-bit exponent."""
+        return 0
+
+    def flip_metadata_at(self, x: torch.Tensor, index: torch.Tensor, bit: Bit) -> torch.Tensor:
+        """``quantize(x)`` with, in each sample n, the metadata that element ``index[n]`` depends
+        on (its block's shared exponent, or the scale) flipped at bit ``bit[n]``: every value that
+        depends on it changes. Formats without metadata refuse."""
+        raise ValueError(
+            f"format {self.name} has no metadata to flip (its values depend on their own bits "
+            "alone); metadata faults need a format with a scale (int8, int16) or shared "
+            "exponents (bfpM_B, e.g. bfp8_16)"
+        )
+
+    def _check_at(self, q: torch.Tensor, index: torch.Tensor, bit: Bit, bits: int) -> tuple[torch.Tensor, Bit]:
+        """``index`` (one flat index per sample of ``q``) and ``bit`` (below ``bits``), checked."""
+        if q.dim() == 0:
+            raise ValueError(f"{self.name}: needs a tensor with a sample dimension, got a 0-d tensor")
+        n, per_sample = q.shape[0], q[0].numel() if q.shape[0] else 0
+        if not isinstance(index, torch.Tensor) or index.is_floating_point() or index.dtype == torch.bool:
+            raise TypeError(f"{self.name}: index must be an integer tensor of shape ({n},)")
+        if index.shape != (n,):
+            raise ValueError(
+                f"{self.name}: index has shape {tuple(index.shape)}; expected ({n},), one flat "
+                "index per sample"
+            )
+        index = index.to(device=q.device, dtype=torch.int64)
+        if n and (int(index.min()) < 0 or int(index.max()) >= per_sample):
+            raise ValueError(
+                f"{self.name}: index out of range; allowed flat indices are 0..{per_sample - 1}"
+            )
+        bit = check_bit(bit, bits, f"{self.name} metadata", q.device)
+        if isinstance(bit, torch.Tensor) and bit.dim() > 0 and bit.shape != (n,):
+            raise ValueError(f"{self.name}: bit has shape {tuple(bit.shape)}; expected ({n},) or an int")
+        if isinstance(bit, torch.Tensor) and bit.dim() == 0:
+            bit = int(bit)
+        return index, bit
+
     @abstractmethod
     def bit_groups(self) -> dict[str, list[int]]:
         """Which bits play which role, e.g. ``{"sign": [31], "exponent": [23..30], ...}``."""
@@ -144,7 +239,7 @@ def check_codes(codes: object, fmt: str) -> torch.Tensor:
     return codes.long()
 
 
-def check_bit(bit: object, bits: int, fmt: str, device: torch.device) -> Bit:
+def check_bit(bit: object, bits: int, fmt: str, device: torch.device | None) -> Bit:
     """``bit`` validated against 0..bits-1: a Python int, or an int64 tensor on ``device``."""
     if isinstance(bit, torch.Tensor):
         if bit.is_floating_point() or bit.is_complex() or bit.dtype == torch.bool:
@@ -220,3 +315,40 @@ def to_signed(codes: torch.Tensor, width: int) -> torch.Tensor:
 def to_unsigned(values: torch.Tensor, width: int) -> torch.Tensor:
     """Sign-extended int64 ``values`` as codes in the low ``width`` bits (int64)."""
     return values.long() & ((1 << width) - 1)
+
+
+def check_mask(mask: object, bits: int, fmt: str, device: torch.device) -> Mask:
+    """A bit mask validated against 0..2**bits-1: a Python int, or an int64 tensor on ``device``."""
+    top = (1 << bits) - 1
+    if isinstance(mask, torch.Tensor):
+        if mask.is_floating_point() or mask.is_complex() or mask.dtype == torch.bool:
+            raise TypeError(f"{fmt}: mask tensor has dtype {mask.dtype}; only integer tensors are allowed")
+        mask = mask.to(device=device, dtype=torch.int64)
+        if mask.numel() > 0:
+            lo, hi = torch.stack(torch.aminmax(mask)).tolist()  # one device sync
+            if lo < 0 or hi > top:
+                bad = lo if lo < 0 else hi
+                raise ValueError(
+                    f"{fmt}: mask {bad} sets bits outside the format; allowed masks are 0..{top} "
+                    f"(bits 0..{bits - 1})"
+                )
+        return mask
+    if isinstance(mask, bool):
+        raise TypeError(f"{fmt}: mask must be an int or an integer tensor, got bool")
+    try:
+        value = operator.index(mask)
+    except TypeError:
+        raise TypeError(
+            f"{fmt}: mask must be an int or an integer tensor, got {type(mask).__name__}"
+        ) from None
+    if not 0 <= value <= top:
+        raise ValueError(
+            f"{fmt}: mask {value} sets bits outside the format; allowed masks are 0..{top} "
+            f"(bits 0..{bits - 1})"
+        )
+    return value
+
+
+def _signed_int(mask: int, width: int) -> int:
+    """The low ``width`` bits of ``mask`` read as two's complement (sign-extended mask)."""
+    return mask - ((mask >> (width - 1)) << width)

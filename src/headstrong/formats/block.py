@@ -28,6 +28,7 @@ only where the value falls below float32's normal range.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 
@@ -46,6 +47,8 @@ from headstrong.formats._registry import register_family
 from headstrong.formats.integer import code_dtype
 
 ZERO_BLOCK_EXPONENT = -126
+EXPONENT_FIELD_BITS = 8  # metadata: a block's exponent e is held as the field e + 127
+EXPONENT_BIAS = 127
 
 
 def _powers_of_two(k: torch.Tensor) -> torch.Tensor:
@@ -168,6 +171,48 @@ class BlockFormat(NumberFormat):
             down_a, down_b = (f.reshape(()) for f in self._factors(exponents, down=True))
             return flipped.float().mul_(down_a).mul_(down_b)
         return self._values(flipped, exponents, length)
+
+    def _edit_codes(self, x: torch.Tensor, edit: Any) -> torch.Tensor:
+        """Edit the mantissa codes; every block keeps the exponent it had before the edit."""
+        x = check_float_tensor(x, self.name)
+        codes, exponents = self._mantissas(x)
+        length = x.shape[-1] if x.dim() else 1
+        codes = edit(self._unblocked(codes, length).reshape(x.shape))
+        if x.dim() == 0:
+            down_a, down_b = (f.reshape(()) for f in self._factors(exponents.reshape(1), down=True))
+            return codes.float().mul_(down_a).mul_(down_b)
+        return self._values(codes, exponents, length)
+
+    @property
+    def metadata_bits(self) -> int:
+        """Each block's exponent is an 8-bit field holding ``e + 127`` (float32's bias)."""
+        return EXPONENT_FIELD_BITS
+
+    def flip_metadata_at(self, x: torch.Tensor, index: torch.Tensor, bit: Bit) -> torch.Tensor:
+        """``quantize(x)`` with, in each sample n, bit ``bit[n]`` of the exponent field of the
+        block holding flat element ``index[n]`` flipped: every value of that block changes.
+
+        The field is ``e + 127`` in 8 bits, so a flip gives ``e' = (e + 127) ^ (1 << bit) - 127``
+        in -127..128 (values may overflow to ±Inf: a result)."""
+        x = check_float_tensor(x, self.name)
+        if x.dim() < 2:
+            raise ValueError(
+                f"{self.name}: metadata flips need a tensor [N, ...] with at least one dimension "
+                f"per sample (blocks run along the last one), got shape {tuple(x.shape)}"
+            )
+        codes, exponents = self._mantissas(x)
+        index, bit = self._check_at(x, index, bit, EXPONENT_FIELD_BITS)
+        n, length = x.shape[0], x.shape[-1]
+        blocks = exponents.shape[-1]
+        per_sample = exponents.reshape(n, -1)
+        column = (index // length) * blocks + (index % length) // self.block_size
+        rows = torch.arange(n, device=x.device)
+        field = per_sample[rows, column] + EXPONENT_BIAS
+        shift = bit if isinstance(bit, int) else bit.to(field.dtype)
+        per_sample = per_sample.clone()
+        per_sample[rows, column] = (field ^ torch.bitwise_left_shift(torch.ones_like(field), shift)) - EXPONENT_BIAS
+        codes = self._unblocked(codes, length).reshape(x.shape)
+        return self._values(codes, per_sample.reshape(exponents.shape), length)
 
     def bit_groups(self) -> dict[str, list[int]]:
         """``sign``: bit M-1 of the mantissa; ``mantissa``: the bits below it."""

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 
@@ -96,6 +97,11 @@ class FloatFormat(NumberFormat):
         else:
             flipped = xor_fresh(codes, mask)
         return flipped.view(self.dtype).float()
+
+    def _edit_codes(self, x: torch.Tensor, edit: Any) -> torch.Tensor:
+        """Quantise, edit the same-width integer view (never written in place), decode."""
+        codes = self._cast(x).view(_INT_VIEW[self.bits])
+        return edit(codes).view(self.dtype).float()
 
     def bit_groups(self) -> dict[str, list[int]]:
         """``sign``: the top bit; ``exponent``: the next ``exponent_bits``; ``mantissa``: the

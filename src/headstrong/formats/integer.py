@@ -23,7 +23,7 @@ held in the narrowest integer dtype (int8, int16, int32) while working.
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
-from typing import Optional
+from typing import Any, Optional
 
 import torch
 
@@ -97,6 +97,10 @@ class _Linear(NumberFormat):
         codes, step = self._codes(x)
         bit = check_bit(bit, self.bits, self.name, codes.device)
         return scale_codes(xor_fresh(codes, sign_extended_mask(bit, self.bits)), step)
+
+    def _edit_codes(self, x: torch.Tensor, edit: Any) -> torch.Tensor:
+        codes, step = self._codes(x)
+        return scale_codes(edit(codes), step)
 
     def _decode(self, codes: torch.Tensor, step: float | torch.Tensor) -> torch.Tensor:
         codes = check_codes(codes, self.name)
@@ -178,6 +182,24 @@ class IntFormat(_Linear):
         else:
             check_scale(scale)
         return self._decode(codes, scale)
+
+    @property
+    def metadata_bits(self) -> int:
+        """The scale is held as a float32: 32 bits (31 sign, 30..23 exponent)."""
+        return 32
+
+    def flip_metadata_at(self, x: torch.Tensor, index: torch.Tensor, bit: Bit) -> torch.Tensor:
+        """``quantize(x)`` decoded, in each sample n, with bit ``bit[n]`` of the float32 scale
+        flipped: every value of the sample changes (``index`` only needs to be in range; the
+        scale is per tensor). The flipped scale may be negative, zero, Inf or NaN: a result."""
+        codes, step = self._codes(x)
+        index, bit = self._check_at(codes, index, bit, 32)
+        n = codes.shape[0]
+        scale = step.float().reshape(1).expand(n).contiguous().view(torch.int32)
+        mask = sign_extended_mask(bit, 32)
+        mask = mask.to(torch.int32) if isinstance(mask, torch.Tensor) else mask
+        flipped = (scale ^ mask).view(torch.float32)
+        return codes.float().mul_(flipped.view(n, *([1] * (codes.dim() - 1))))
 
     def describe(self) -> str:
         scale = "per tensor" if self.scale is None else f"{self.scale:.6g}"
