@@ -78,13 +78,14 @@ CASES = [("cnn", "fp32"), ("cnn", "bf16"), ("cnn", "int8"), ("resnet18", "fp32")
 
 
 @pytest.mark.parametrize(("arch", "fmt"), CASES)
-@pytest.mark.parametrize("split", ["auto", "hooks"])
+@pytest.mark.parametrize("split", ["auto", "hooks", "no-prune"])
 def test_fast_paths_match_inject(arch: str, fmt: str, split: str) -> None:
     model = build(arch)
     x, y = images(4)
     if fmt != "fp32":
         model, x = model.double(), x.double()
-    ev = FaultEvaluator(model, fmt=fmt, split=split)
+    prune = split != "no-prune"
+    ev = FaultEvaluator(model, fmt=fmt, split="auto" if split == "no-prune" else split, prune=prune)
     ev.profile([(x, y)])
     faults = make_faults(ev, arch, len(x))
     got = ev.evaluate(x, y, faults)
@@ -100,6 +101,7 @@ def test_fast_paths_match_inject(arch: str, fmt: str, split: str) -> None:
         assert ev.paths[("weight", weight[-1])] == "analytic"
         assert ev.paths[("weight", weight[0])] == "delta"
         assert ev.paths[("neuron", neuron[1])] == "fx"
+        assert bool(ev._replays) == prune  # pruned replays ran exactly when asked for
 
 
 @pytest.mark.parametrize("chunk", [1, 7, None])
@@ -219,3 +221,25 @@ def test_evaluator_errors_name_the_problem() -> None:
     extra.profile([x])
     out = extra.evaluate(x, y, FaultSet("neuron", "pool", [0, 1], [30, 30]))
     assert extra.last_path == "fx" and len(out["delta_loss"]) == 2
+
+
+def test_pruning_drops_masked_faults_and_changes_nothing() -> None:
+    model = build("resnet18")
+    x, y = images(8)
+    results = []
+    for prune in (True, False):
+        ev = FaultEvaluator(model, fmt="fp32", prune=prune)
+        ev.profile([x])
+        faults = sample_neuron_faults({"layer": "layer1.0.conv1", "output_shape": (64, 8, 8)}, 8, 32,
+                                      torch.Generator().manual_seed(7))
+        results.append(ev.evaluate(x, y, faults))
+        if prune:
+            replay = ev._replays["layer1.0.conv1"]
+            # rows equal to the golden values leave at once; rows carrying a large change stay
+            values = ev._golden_cache["neuron"].values
+            start = values[replay.node].clone()
+            start[:4, :, 2, 2] += 1e3
+            out, alive = replay.run(start, torch.arange(8), values)
+            assert alive.tolist() == [0, 1, 2, 3] and out.shape == (4, 10)
+    for key in results[0]:
+        assert torch.allclose(results[0][key].double(), results[1][key].double(), rtol=1e-5, atol=1e-6), key

@@ -42,7 +42,7 @@ from headstrong.engine.sites import (
     layer_format,
     supports_delta,
 )
-from headstrong.engine.split import SplitModel
+from headstrong.engine.split import PrunedReplay, SplitModel
 from headstrong.faults import KINDS, FaultSet
 
 SPLITS = ("auto", "fx", "hooks")
@@ -80,7 +80,10 @@ class FaultEvaluator:
     flipped activations to each layer's profiled max |x| (neuron faults); ``layers``: extra
     modules to profile and hold besides the injectable ones; ``split``: ``"auto"`` (fx when the
     model traces), ``"fx"`` (error if it does not) or ``"hooks"``; ``chunk_size``: faults per
-    forward pass (default: the batch size).
+    forward pass (default: the batch size); ``prune``: on the fx path, cache every golden value
+    of the batch (when that fits in ``cache_bytes``) and drop a fault from the replay as soon as
+    it has been masked (all values still needed equal the golden ones), which leaves results
+    unchanged and skips about half the work for typical CNNs.
     """
 
     def __init__(
@@ -93,6 +96,8 @@ class FaultEvaluator:
         layers: Sequence[str] | None = None,
         split: str = "auto",
         chunk_size: int | None = None,
+        prune: bool = True,
+        cache_bytes: int = 1 << 30,
     ) -> None:
         check_model(model)
         if split not in SPLITS:
@@ -104,6 +109,9 @@ class FaultEvaluator:
         self.range_detector = bool(range_detector)
         self.device = torch.device(device)
         self.chunk_size = chunk_size
+        self.prune = bool(prune)
+        self.cache_bytes = int(cache_bytes)
+        self._replays: dict[str, PrunedReplay] = {}
         self.layers = resolve_layers(model, layers)
         self._modules = dict(model.named_modules())
         self._identity = is_identity_format(self.fmt)
@@ -352,14 +360,34 @@ class FaultEvaluator:
 
         return apply
 
+    def _prunable(self, kind: str, batch: int) -> bool:
+        """Pruned replays need the golden value of every node, on the caller's own parameters."""
+        if not self.prune or self._state(kind) is not None:
+            return False
+        stats = self._require_profile()
+        estimate = 3 * 4 * batch * sum(s.n_neurons for s in stats.values())  # ~3 values per layer, fp32
+        return estimate <= self.cache_bytes
+
     def _faulty_fx(self, x: torch.Tensor, y: torch.Tensor, kind: str, layer: str, cut: Any,
                    rows: torch.Tensor, index: torch.Tensor, bit: torch.Tensor) -> tuple[torch.Tensor, _Golden, str]:
-        wanted = list(cut.live) + ([cut.layer_input] if kind == "weight" else [])
+        split = self._split
+        assert split is not None  # noqa: S101  (internal: only called on the fx path)
+        batch = len(x)
+        prune = not cut.identity and self._prunable(kind, batch)
+        if prune:
+            wanted = split.value_nodes
+        else:
+            wanted = list(cut.live) + ([cut.layer_input] if kind == "weight" else [])
         golden = self._golden(x, y, kind, wanted)
         values = [golden.values[n] for n in cut.live]
         inp = golden.values[cut.layer_input] if kind == "weight" else None
-        batch = len(x)
         scalars = any(not isinstance(v, torch.Tensor) for v in values[1:])
+        prune = prune and not scalars
+        replay = None
+        if prune:
+            replay = self._replays.get(layer)
+            if replay is None:
+                replay = self._replays[layer] = PrunedReplay(split, cut)
         fault = self._fault_fn(kind, layer)
         state = self._state(kind)
         pieces = []
@@ -369,9 +397,18 @@ class FaultEvaluator:
             if scalars and used < batch:  # shapes read before the cut fix the batch size
                 pad = batch - used
                 r, k, b = (torch.cat([t, t[:1].expand(pad)]) for t in (r, k, b))
-            live = [v.index_select(0, r) if _batched(v, batch) else v for v in values]
-            live[0] = fault(live[0], None if inp is None else inp.index_select(0, r), k, b)
-            logits = live[0] if cut.identity else self._call(cut.suffix, state, *live)
+            start = fault(values[0].index_select(0, r), None if inp is None else inp.index_select(0, r), k, b)
+            if cut.identity:
+                logits = start
+            elif replay is not None:
+                logits = golden.logits.index_select(0, r)
+                out, alive = replay.run(start, r, golden.values)
+                if len(alive):
+                    logits[alive] = out.to(logits.dtype)
+            else:
+                live = [v.index_select(0, r) if _batched(v, batch) else v for v in values]
+                live[0] = start
+                logits = self._call(cut.suffix, state, *live)
             pieces.append(logits[:used])
         module = self._modules[layer]
         if cut.identity:

@@ -104,6 +104,11 @@ class SplitModel:
         self._cuts[layer] = cut
         return cut
 
+    @property
+    def value_nodes(self) -> list[fx.Node]:
+        """Every node that computes a value (the golden cache for pruned replays)."""
+        return [n for n in self.nodes if n.op not in ("output", "get_attr")]
+
     def capture(self, x: torch.Tensor, wanted: Sequence[fx.Node],
                 call: Callable[[nn.Module, torch.Tensor], Any] | None = None) -> tuple[Any, dict[fx.Node, Any]]:
         """Run the whole graph once: the output and a copy of every wanted node's value.
@@ -128,3 +133,116 @@ class SplitModel:
             self._captures = {key: gm}  # keep one: the campaign moves layer by layer
         out, values = gm(x) if call is None else call(gm, x)
         return out, dict(zip(key, values))
+
+
+def _fetch(gm: nn.Module, target: str) -> Any:
+    value: Any = gm
+    for part in target.split("."):
+        value = getattr(value, part)
+    return value
+
+
+class PrunedReplay:
+    """Run the network after a cut node by node, dropping rows whose fault has been masked.
+
+    A row (one fault on one image) is dropped as soon as every value still needed downstream
+    equals the golden one, bit for bit (a ReLU or a saturation swallowed the flip): its outcome
+    is the golden outcome, so the rest of the network runs on fewer rows. Needs the golden value
+    of every node (``SplitModel.capture`` of ``SplitModel.tensor_nodes``).
+    """
+
+    def __init__(self, split: SplitModel, cut: Cut) -> None:
+        self.split = split
+        self.cut = cut
+        node = split._calls[cut.layer][0]
+        self.here = split._pos[node]
+        self.node = node
+        self.after = split.nodes[self.here + 1 :]
+        # how many times each node is read after the cut
+        self.reads: dict[fx.Node, int] = {}
+        for other in self.after:
+            for arg in other.all_input_nodes:
+                self.reads[arg] = self.reads.get(arg, 0) + 1
+
+    def run(self, start: torch.Tensor, rows: torch.Tensor, golden: dict[fx.Node, Any]) -> tuple[Any, torch.Tensor]:
+        """Faulty output of the rows still alive, and which rows (positions in ``rows``) they are."""
+        split = self.split
+        pos = split._pos
+        active = torch.arange(len(rows), device=rows.device)
+        grows = rows
+        gathered: dict[fx.Node, Any] = {}
+        env: dict[fx.Node, Any] = {self.node: start}
+        differs: dict[fx.Node, Any] = {}
+        left = dict(self.reads)
+
+        def golden_rows(node: fx.Node) -> Any:
+            if node not in gathered:
+                value = golden[node]
+                batch = len(golden[self.node])
+                gathered[node] = (value.index_select(0, grows)
+                                  if isinstance(value, torch.Tensor) and value.dim() and value.shape[0] == batch
+                                  else value)
+            return gathered[node]
+
+        def compare(node: fx.Node, value: Any) -> None:
+            if isinstance(value, torch.Tensor) and node in golden and value.dim() and value.shape[0] == len(active):
+                ref = golden_rows(node)
+                if ref.shape == value.shape:
+                    differs[node] = (value != ref).reshape(len(value), -1).any(1)
+                    return
+            differs[node] = None  # not comparable: keeps every row alive while it is needed
+
+        compare(self.node, start)
+
+        def lookup(arg: fx.Node) -> Any:
+            if arg in env:
+                return env[arg]
+            if arg.op == "get_attr":
+                return _fetch(split.gm, str(arg.target))
+            return golden_rows(arg)
+
+        for node in self.after:
+            if node.op == "output":
+                return fx.map_arg(node.args[0], lookup), active
+            args = fx.map_arg(node.args, lookup)
+            kwargs = fx.map_arg(node.kwargs, lookup)
+            if node.op == "call_module":
+                value = split.gm.get_submodule(str(node.target))(*args, **kwargs)
+            elif node.op == "call_function":
+                value = node.target(*args, **kwargs)
+            elif node.op == "call_method":
+                value = getattr(args[0], str(node.target))(*args[1:], **kwargs)
+            elif node.op == "get_attr":
+                value = _fetch(split.gm, str(node.target))
+            else:
+                raise ValueError(f"unexpected node {node.op} after the cut")
+            env[node] = value
+            compare(node, value)
+            for arg in node.all_input_nodes:
+                if arg in left:
+                    left[arg] -= 1
+                    if left[arg] == 0 and arg in env:
+                        del env[arg]
+                        differs.pop(arg, None)
+            flags = [differs[n] for n in env if n in differs and left.get(n, 0) > 0]
+            if not flags or any(f is None for f in flags):
+                continue
+            alive = flags[0]
+            for f in flags[1:]:
+                alive = alive | f
+            if bool(alive.all()):
+                continue
+            keep = alive.nonzero().flatten()
+            before = len(alive)
+            active = active.index_select(0, keep)
+            grows = grows.index_select(0, keep)
+            gathered.clear()
+            if len(active) == 0:
+                return None, active
+            for n in list(env):
+                value = env[n]
+                if isinstance(value, torch.Tensor) and value.dim() and value.shape[0] == before:
+                    env[n] = value.index_select(0, keep)
+                if differs.get(n) is not None:
+                    differs[n] = differs[n].index_select(0, keep)
+        raise ValueError("the traced graph has no output node")
