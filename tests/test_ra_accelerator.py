@@ -86,3 +86,9 @@ def test_unknown_preset_and_toml_key_name_the_choices(tmp_path: Path) -> None:
     bad.write_text('rows = 4\ncols = 4\ndataflow = "os"\nsize = 3\n[shares]\ninput = 1.0\nweight = 0\noutput = 0\ncontrol = 0\n')
     with pytest.raises(ValueError, match="allowed"):
         Accelerator.load(bad)
+
+
+def test_any_systolic_size_loads_by_name() -> None:
+    acc = Accelerator.load("systolic-4x8-ws")
+    assert (acc.rows, acc.cols, acc.dataflow) == (4, 8, "ws")
+    assert acc.shares == Accelerator.preset("systolic-32x32-os").shares

@@ -10,6 +10,7 @@ elements (PEs) a layer keeps busy; a fault in an idle PE is masked.
 from __future__ import annotations
 
 import math
+import re
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -150,13 +151,19 @@ class Accelerator:
         """A preset shipped with headstrong, by name (see ``presets()``)."""
         path = _PRESET_DIR / f"{name}.toml"
         if not path.is_file():
-            raise ValueError(f"unknown accelerator preset {name!r}; expected one of {', '.join(presets())}")
+            raise ValueError(
+                f"unknown accelerator preset {name!r}; expected one of {', '.join(presets())}, "
+                "systolic-RxC-DF (DF one of os, ws, is) or a TOML file"
+            )
         return cls.from_toml(path)
 
     @classmethod
     def load(cls, name_or_file: str | Path) -> "Accelerator":
-        """A preset name or a path to a TOML file."""
+        """A preset name, ``systolic-RxC-DF`` (any size, the paper's shares) or a TOML file."""
         text = str(name_or_file)
+        match = re.fullmatch(r"systolic-(\d+)x(\d+)-(os|ws|is)", text)
+        if match and not (_PRESET_DIR / f"{text}.toml").is_file():
+            return cls.systolic(int(match[1]), int(match[2]), match[3])
         if text.endswith(".toml") or Path(text).is_file():
             if not Path(text).is_file():
                 raise ValueError(f"accelerator file {text!r} does not exist; give a TOML file or one of {', '.join(presets())}")
