@@ -299,3 +299,23 @@ def test_metadata_bits_out_of_range_are_refused() -> None:
         formats.get("int8").flip_metadata_at(x, torch.tensor([0, 16]), 1)
     with pytest.raises(ValueError, match="at least one dimension per sample"):
         formats.get("bfp8_16").flip_metadata_at(torch.ones(4), torch.zeros(4, dtype=torch.int64), 1)
+
+
+@pytest.mark.parametrize("name", CASES)
+def test_apply_masks_xors_then_clears_then_sets_in_one_pass(name: str) -> None:
+    rng = np.random.default_rng(17)
+    values, fmt = data(name, rng)
+    codes, extra = numpy_codes(values, fmt)
+    top = 1 << fmt.bits
+    xor, clear, setm = (rng.integers(0, top, size=values.shape, dtype=np.int64) * (rng.random(values.shape) < 0.5)
+                        for _ in range(3))
+    got, unchanged = fmt.apply_masks(torch.from_numpy(values), torch.from_numpy(xor), torch.from_numpy(clear),
+                                     torch.from_numpy(setm))
+    new = ((codes ^ xor) & ~clear) | setm
+    assert same(got.numpy(), numpy_values(new, name, extra))
+    assert np.array_equal(unchanged.numpy(), new == codes)
+    # an int8 code flipped to -128 stays -128: no re-quantising between the steps
+    if name == "int8":
+        x = torch.tensor([[-1.0 * fmt.scale * 127, 0.0]])
+        out, _ = fmt.apply_masks(x, torch.tensor([[0b00000001, 0]]), 0, 0)  # -127 ^ 1 = -128
+        assert out[0, 0].item() == pytest.approx(-128 * fmt.scale)

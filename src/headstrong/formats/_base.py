@@ -134,6 +134,30 @@ class NumberFormat(ABC):
         values = self._edit_codes(x, edit)
         return values, unchanged[0].reshape(values.shape)
 
+    def apply_masks(
+        self, x: torch.Tensor, xor: Mask = 0, clear: Mask = 0, set: Mask = 0  # noqa: A002
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Quantise ``x``, XOR ``xor`` into each pattern, then force the bits of ``clear`` to 0
+        and those of ``set`` to 1, decode: several faults on one tensor in one pass (editing in
+        steps would re-quantise in between, which saturates int codes and moves block exponents).
+
+        Returns the values and ``unchanged`` (True where the pattern came out as it went in).
+        """
+        x = check_float_tensor(x, self.name)
+        masks = [check_mask(m, self.bits, self.name, x.device) for m in (xor, clear, set)]
+        signed = [to_signed(m, self.bits) if isinstance(m, torch.Tensor) else _signed_int(m, self.bits)
+                  for m in masks]
+        unchanged: list[torch.Tensor] = []
+
+        def edit(codes: torch.Tensor) -> torch.Tensor:
+            flip, off, on = (m.to(codes.dtype) if isinstance(m, torch.Tensor) else m for m in signed)
+            new = ((codes ^ flip) & ~off) | on
+            unchanged.append(new == codes)
+            return new
+
+        values = self._edit_codes(x, edit)
+        return values, unchanged[0].expand(values.shape)
+
     def stick(self, x: torch.Tensor, bit: Bit, value: int) -> tuple[torch.Tensor, torch.Tensor]:
         """Quantise ``x``, force bit ``bit`` (int or broadcast tensor) of every element to
         ``value``, decode; also returns ``masked`` (True where the bit already held ``value``)."""
