@@ -25,11 +25,9 @@ def compare(
     csv: Optional[Path] = typer.Option(None, "--csv", help="Also write the table to this CSV file."),
 ) -> None:
     """Improvement (baseline ΔLoss / text-guided ΔLoss) per layer, in the last layer and overall."""
-    from rich.console import Console
-
     from headstrong.campaign import load_results
     from headstrong.report.compare import compare_runs
-    from headstrong.report.tables import rich_table
+    from headstrong.report.tables import console, rich_table
 
     try:
         if csv is not None and csv.is_dir():
@@ -39,7 +37,7 @@ def compare(
         typer.echo(f"error: {error}", err=True)
         raise typer.Exit(1) from None
     headings, rows = comparison_rows(table)
-    Console().print(rich_table(headings, rows, title=f"improvement of {textguided} over {baseline}"))
+    console().print(rich_table(headings, rows, title=f"improvement of {textguided} over {baseline}"))
     if csv is not None:
         csv.parent.mkdir(parents=True, exist_ok=True)
         table.to_csv(csv, index=False)

@@ -119,11 +119,9 @@ def inject(
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar."),
 ) -> None:
     """Inject single-bit faults into a model, layer by layer, and store every outcome under --out."""
-    from rich.console import Console
-
     from headstrong.campaign import run_campaign
     from headstrong.campaign.storage import check_out_dir
-    from headstrong.report.tables import layer_table
+    from headstrong.report.tables import console, layer_table
 
     try:
         check_out_dir(out)
@@ -145,7 +143,7 @@ def inject(
     except ValueError as error:
         typer.echo(f"error: {error}", err=True)
         raise typer.Exit(1) from None
-    Console().print(layer_table(result.per_layer, title=f"{len(result.records):,} faults evaluated, stored in {out}"))
+    console().print(layer_table(result.per_layer, title=f"{len(result.records):,} faults evaluated, stored in {out}"))
 
 
 def register(app: typer.Typer) -> None:

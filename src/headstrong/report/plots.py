@@ -19,22 +19,57 @@ import pandas as pd  # noqa: E402
 _COLOURS = ("#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b")
 
 
-def _short(name: str, limit: int = 22) -> str:
+def _short(name: str, limit: int = 26) -> str:
     return name if len(name) <= limit else "…" + name[-(limit - 1):]
+
+
+def align_layers(frames: Mapping[str, pd.DataFrame]) -> tuple[list[str], dict[str, np.ndarray]]:
+    """Slots shared by several runs: leading layers by position, the last layers (classifiers) together.
+
+    Returns the slot labels and, per run, the slot of each of its rows (rows in forward order).
+    """
+    leading = max(len(f) for f in frames.values()) - 1
+    names: list[list[str]] = [[] for _ in range(leading + 1)]
+    slots = {}
+    for label, frame in frames.items():
+        layers = [str(n) for n in frame["layer"]]
+        slot = np.array(list(range(len(layers) - 1)) + [leading])
+        for name, k in zip(layers, slot):
+            if name not in names[k]:
+                names[k].append(name)
+        slots[label] = slot
+    prefix = _common_prefix([n for group in names for n in group])
+    labels = [" / ".join(_short(n[len(prefix):]) for n in group) for group in names]
+    return labels, slots
+
+
+def _common_prefix(names: Sequence[str]) -> str:
+    """The dotted prefix every name shares ("backbone."), dropped from tick labels."""
+    if len(names) < 2:
+        return ""
+    parts = [n.split(".") for n in names]
+    common = []
+    for pieces in zip(*parts):
+        if len(set(pieces)) != 1:
+            break
+        common.append(pieces[0])
+    common = common[: min(len(p) for p in parts) - 1]
+    return ".".join(common) + "." if common else ""
 
 
 def delta_loss_per_layer(per_layer: Mapping[str, pd.DataFrame], path: str | Path) -> Path:
     """Mean ΔLoss per layer with its 99% interval (bars) and the median (diamonds), log scale.
 
-    Several runs share the axes side by side, layers matched by position in forward order.
+    Several runs share the axes side by side (layers aligned as by ``align_layers``). A median of
+    zero has no place on a log axis and is not drawn.
     """
     labels = list(per_layer)
-    n_layers = max(len(frame) for frame in per_layer.values())
+    ticks, slots = align_layers(per_layer)
     width = 0.8 / len(labels)
-    fig, ax = plt.subplots(figsize=(max(6.0, 0.45 * n_layers + 2.5), 4.2))
+    fig, ax = plt.subplots(figsize=(max(6.0, 0.45 * len(ticks) + 2.5), 4.4))
     for k, label in enumerate(labels):
         frame = per_layer[label].reset_index(drop=True)
-        x = np.arange(len(frame)) + (k - (len(labels) - 1) / 2) * width
+        x = slots[label] + (k - (len(labels) - 1) / 2) * width
         mean = frame["delta_loss_mean"].to_numpy(float)
         low = np.clip(mean - frame["delta_loss_ci_low"].to_numpy(float), 0, None)
         high = np.clip(frame["delta_loss_ci_high"].to_numpy(float) - mean, 0, None)
@@ -42,16 +77,15 @@ def delta_loss_per_layer(per_layer: Mapping[str, pd.DataFrame], path: str | Path
         ax.bar(x, mean, width=width, color=colour, alpha=0.55, label=f"{label}: mean, 99% CI")
         ax.errorbar(x, mean, yerr=[np.minimum(low, mean * 0.999), high], fmt="none", ecolor="black",
                     elinewidth=0.8, capsize=2)
-        ax.scatter(x, frame["delta_loss_median"].to_numpy(float), marker="D", s=14, color=colour,
-                   edgecolor="black", linewidth=0.5, zorder=3, label=f"{label}: median")
-    first = per_layer[labels[0]].reset_index(drop=True)
-    ticks = [_short(str(name)) for name in first["layer"]]
-    if len(labels) > 1:
-        ticks = [f"{i}: {t}" for i, t in enumerate(ticks)]
-    ax.set_xticks(np.arange(len(first)), ticks, rotation=60, ha="right", fontsize=7)
+        median = frame["delta_loss_median"].to_numpy(float)
+        shown = median > 0
+        ax.scatter(x[shown], median[shown], marker="D", s=14, color=colour, edgecolor="black", linewidth=0.5,
+                   zorder=3, label=f"{label}: median")
+    ax.set_xticks(np.arange(len(ticks)), [f"{i}: {t}" for i, t in enumerate(ticks)], rotation=60, ha="right",
+                  fontsize=7)
     ax.set_yscale("log")
-    ax.set_ylabel("ΔLoss")
-    ax.set_xlabel("layer (forward order)")
+    ax.set_ylabel("ΔLoss (log scale)")
+    ax.set_xlabel("layer, in forward order (the last slot: each model's classifier)")
     ax.set_title("ΔLoss per layer")
     ax.grid(axis="y", which="major", alpha=0.3)
     ax.legend(fontsize=7, ncols=2 if len(labels) > 1 else 1)
@@ -98,15 +132,19 @@ def _save(fig: plt.Figure, path: str | Path, tight: bool = True) -> Path:
 
 
 def side_by_side(per_layer: Mapping[str, pd.DataFrame], metric: str, path: str | Path) -> Path:
-    """One metric (mismatch_rate, nonfinite_rate, ...) per layer position for every run."""
+    """One metric (mismatch_rate, nonfinite_rate, ...) per layer for every run, layers aligned."""
     labels: Sequence[str] = list(per_layer)
-    fig, ax = plt.subplots(figsize=(7, 3.6))
+    ticks, slots = align_layers(per_layer)
+    fig, ax = plt.subplots(figsize=(max(6.0, 0.4 * len(ticks) + 2.5), 4.0))
     for k, label in enumerate(labels):
         frame = per_layer[label].reset_index(drop=True)
-        ax.plot(np.arange(len(frame)), frame[metric].to_numpy(float), marker="o", ms=3,
+        ax.plot(slots[label], frame[metric].to_numpy(float), marker="o", ms=3,
                 color=_COLOURS[k % len(_COLOURS)], label=label)
-    ax.set_xlabel("layer position (forward order)")
+    ax.set_xticks(np.arange(len(ticks)), [f"{i}: {t}" for i, t in enumerate(ticks)], rotation=60, ha="right",
+                  fontsize=7)
+    ax.set_xlabel("layer, in forward order (the last slot: each model's classifier)")
     ax.set_ylabel(metric.replace("_", " "))
+    ax.set_title(f"{metric.replace('_', ' ')} per layer")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     return _save(fig, path)

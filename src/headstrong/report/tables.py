@@ -7,6 +7,7 @@ import math
 from typing import Sequence
 
 import pandas as pd
+from rich.console import Console
 from rich.table import Table
 
 # (column, heading) shown for a per-layer summary
@@ -15,10 +16,10 @@ LAYER_COLUMNS: tuple[tuple[str, str], ...] = (
     ("n", "n"),
     ("delta_loss_mean", "ΔLoss mean"),
     ("delta_loss_ci", "99% CI"),
-    ("delta_loss_median", "ΔLoss median"),
+    ("delta_loss_median", "median"),
     ("mismatch_rate", "mismatch"),
-    ("mismatch_ci", "mismatch CI"),
-    ("top2_diff_mean", "top-2 diff"),
+    ("mismatch_ci", "99% CI"),
+    ("top2_diff_mean", "top-2"),
     ("nonfinite_rate", "non-finite"),
 )
 
@@ -61,10 +62,16 @@ def layer_rows(per_layer: pd.DataFrame) -> list[list[str]]:
 def rich_table(headings: Sequence[str], rows: Sequence[Sequence[str]], title: str | None = None) -> Table:
     table = Table(title=title, show_lines=False)
     for i, heading in enumerate(headings):
-        table.add_column(heading, justify="left" if i == 0 else "right", no_wrap=i == 0)
+        table.add_column(heading, justify="left" if i == 0 else "right", no_wrap=True)
     for row in rows:
         table.add_row(*row)
     return table
+
+
+def console() -> Console:
+    """A rich console for tables: the terminal's width, or wide enough when piped to a file."""
+    out = Console()
+    return out if out.is_terminal else Console(width=200)
 
 
 def layer_table(per_layer: pd.DataFrame, title: str | None = None) -> Table:
