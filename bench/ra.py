@@ -134,7 +134,7 @@ def main() -> None:
           f"variance ratio {by['uniform'][1] ** 2 / by['is-b'][1] ** 2:.1f}x; "
           f"at +-0.1%: {by['uniform'][6] / by['is-b'][6]:.1f}x (pilot counted)")
     figure = convergence_plot(plots, out / f"convergence-{args.model}-{args.fmt}.png", exact=exact.ra,
-                              title=f"LeNet-5, {args.fmt}, {args.accelerator}")
+                              title=f"{args.model}, {args.fmt}, {args.accelerator}")
     print(f"convergence plot: {figure}")
     print(f"device: CPU ({platform.processor() or platform.machine()}), torch {torch.__version__}, 1 thread")
 

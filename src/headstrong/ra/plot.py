@@ -36,7 +36,13 @@ def convergence_plot(
         if exact is not None:
             ax.axhline(exact * 100, color="black", ls="--", lw=1, label=f"exact ({exact * 100:.2f}%)")
         some = next(iter(estimates.values()))
-        ax.axhline(some.sa * 100, color="grey", ls=":", lw=1, label=f"SA ({some.sa * 100:.2f}%)")
+        settled = [e.trace[min(9, len(e.trace) - 1):] * 100 for k, e in estimates.items() if k != "exact"]
+        if settled:  # zoom on the estimates after their first draws; SA goes in the title
+            low = min(float(t.min()) for t in settled + [np.array([exact * 100 if exact is not None else np.inf])])
+            high = max(float(t.max()) for t in settled + [np.array([exact * 100 if exact is not None else -np.inf])])
+            pad = max(0.1, (high - low) * 0.15)
+            ax.set_ylim(low - pad, high + pad)
+        title = f"{title} (SA {some.sa * 100:.2f}%)"
         ax.set_xscale("log")
         ax.set_xlabel("samples (faults drawn)")
         ax.set_ylabel("RA estimate (%)")
