@@ -133,7 +133,8 @@ def main() -> None:
           f"{by['uniform'][4] / by['is-b'][4]:.1f}x (pilot counted); "
           f"variance ratio {by['uniform'][1] ** 2 / by['is-b'][1] ** 2:.1f}x; "
           f"at +-0.1%: {by['uniform'][6] / by['is-b'][6]:.1f}x (pilot counted)")
-    figure = convergence_plot(plots, out / f"convergence-{args.model}-{args.fmt}.png", exact=exact.ra,
+    name = f"convergence-{args.model}-{args.fmt}-{args.accelerator}.png"
+    figure = convergence_plot(plots, out / name, exact=exact.ra,
                               title=f"{args.model}, {args.fmt}, {args.accelerator}")
     print(f"convergence plot: {figure}")
     print(f"device: CPU ({platform.processor() or platform.machine()}), torch {torch.__version__}, 1 thread")
@@ -143,7 +144,7 @@ def sampled(model: nn.Module, oracle, args: argparse.Namespace) -> None:  # noqa
     """Without the exact table: each estimator's sigma from its own draws through the engine."""
     space, sa = oracle.space, oracle.sa
     params = sum(p.numel() for p in model.parameters())
-    print(f"LeNet-5 ({params} parameters), {args.fmt}, {args.images} Fashion-MNIST test images, {args.accelerator}")
+    print(f"{args.model} ({params} parameters), {args.fmt}, {args.images} Fashion-MNIST test images, {args.accelerator}")
     print(f"sites: {space.size} (not enumerated: reference from {args.draws} draws per estimator)")
     results = {}
     for name in NAMES:
@@ -166,7 +167,8 @@ def sampled(model: nn.Module, oracle, args: argparse.Namespace) -> None:  # noqa
     u, b = rows["uniform"], rows["is-b"]
     print(f"\nuniform / is-b samples: {u[1] / b[1]:.1f}x (draws), {u[3] / b[3]:.1f}x (pilot counted); "
           f"variance ratio {u[0] ** 2 / b[0] ** 2:.1f}x")
-    figure = convergence_plot(results, Path(args.out) / f"convergence-{args.fmt}-sampled.png", exact=None,
+    name = f"convergence-{args.model}-{args.fmt}-{args.accelerator}-sampled.png"
+    figure = convergence_plot(results, Path(args.out) / name, exact=None,
                               title=f"{args.model}, {args.fmt}, {args.accelerator}")
     print(f"convergence plot: {figure}")
     print(f"device: CPU ({platform.processor() or platform.machine()}), torch {torch.__version__}, 1 thread")
