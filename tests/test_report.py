@@ -15,6 +15,7 @@ from typer.testing import CliRunner
 import headstrong as hs
 from headstrong.cli.main import app
 from headstrong.report.compare import compare_runs, match_layers
+from headstrong.report.plots import align_layers
 from test_campaign_resume import one_thread, tiny_data, tiny_model  # noqa: F401  (one_thread: autouse fixture)
 
 runner = CliRunner()
@@ -88,3 +89,15 @@ def test_report_command_and_its_errors(tmp_path: Path, two_runs: tuple[Path, Pat
     assert missing.exit_code == 1
     assert "not a campaign folder" in missing.output
     assert not (tmp_path / "r2").exists()
+
+
+def test_plot_slots_put_classifiers_together() -> None:
+    a = pd.DataFrame({"layer": ["backbone.c1", "backbone.c2", "fc"]})
+    b = pd.DataFrame({"layer": ["backbone.c1", "backbone.c2", "proj", "head"]})
+    labels, slots = align_layers({"a": a, "b": b})
+    assert labels == ["backbone.c1", "backbone.c2", "proj", "fc / head"]
+    assert slots["a"].tolist() == [0, 1, 3] and slots["b"].tolist() == [0, 1, 2, 3]
+    labels, _ = align_layers({"a": a})
+    assert labels == ["backbone.c1", "backbone.c2", "fc"]  # no common dotted prefix across all three
+    labels, _ = align_layers({"a": pd.DataFrame({"layer": ["m.c1", "m.c2", "m.fc"]})})
+    assert labels == ["c1", "c2", "fc"]
