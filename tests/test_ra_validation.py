@@ -112,7 +112,7 @@ def test_engine_backed_estimate_agrees_with_the_enumeration(trained, exact) -> N
     assert np.allclose(fresh.records["accuracy"].to_numpy(), table[sites])  # same A(j), measured anew
     assert fresh.sa == pytest.approx(oracle.sa)
     assert fresh.ci[0] - 0.01 <= result.ra <= fresh.ci[1] + 0.01
-    assert 0 < fresh.pilot <= 128 and fresh.harm is not None and len(fresh.harm) == 8
+    assert 0 < fresh.pilot <= 64 and fresh.harm is not None and len(fresh.harm) == 8
 
 
 @pytest.mark.parametrize("name", ["uniform", "mac", "is", "is-b"])

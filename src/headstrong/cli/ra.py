@@ -26,7 +26,7 @@ def ra_command(
     fmt: str = typer.Option("fp16", "--fmt", help="Number format the accelerator holds tensors in."),
     dataset: Optional[str] = typer.Option(None, help="Evaluation data set (default: the checkpoint's)."),
     max_images: int = typer.Option(200, "--max-images", help="Size of the fixed evaluation set."),
-    pilot: Optional[int] = typer.Option(None, help="is-b pilot faults (default 16 per bit)."),
+    pilot: Optional[int] = typer.Option(None, help="is-b pilot faults (default 8 per bit)."),
     seed: int = typer.Option(0, help="Seed of the draws and of the evaluation subset."),
     range_detector: bool = typer.Option(False, help="Clamp flipped activations (GoldenEye's detector)."),
     out: Path = typer.Option(Path("runs/ra"), help="Folder for results.json and convergence.png."),

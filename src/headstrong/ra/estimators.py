@@ -199,7 +199,7 @@ class ImportanceP(Estimator):
 class ImportanceBits(Estimator):
     """q proportional to p(j) (h(bit) + eps), h the accuracy lost per bit, measured by a pilot.
 
-    The pilot draws ``pilot`` sites from p, the same number at every bit, and sets h(b) to the
+    The pilot draws ``pilot`` sites (default 8 per bit) from p, the same number at every bit, and sets h(b) to the
     mean |UF (SA - A)| it measured at bit b; eps = ``floor`` x mean h keeps q > 0 wherever p > 0,
     so the estimate stays unbiased even where the pilot saw no harm.
     """
@@ -218,7 +218,7 @@ class ImportanceBits(Estimator):
         return self._pilot_n
 
     def proposal(self, space, oracle, rng, progress):
-        per_bit = max(1, (self.pilot if self.pilot is not None else 16 * space.bits) // space.bits)
+        per_bit = max(1, (self.pilot if self.pilot is not None else 8 * space.bits) // space.bits)
         q_group = space.p_group / space.p_group.sum()
         group = rng.choice(len(q_group), size=per_bit * space.bits, p=q_group)
         element = np.minimum((rng.random(len(group)) * space.n[group]).astype(np.int64), space.n[group] - 1)
