@@ -175,7 +175,7 @@ def test_golden_is_cached_per_batch_and_refreshed_for_new_images() -> None:
     golden = ev.golden(x2, y2)
     assert torch.equal(golden["golden_pred"], model(x2).argmax(1))
     probs = torch.softmax(model(x2).detach(), 1).sort(1, descending=True).values
-    assert torch.allclose(golden["top2_diff"], (probs[:, 0] - probs[:, 1]) * 100)
+    assert torch.allclose(golden["top2_diff"], (probs[:, 0] - probs[:, 1]) * 100, atol=1e-4)
 
 
 def test_evaluator_leaves_model_untouched() -> None:
@@ -234,7 +234,7 @@ def test_pruning_drops_masked_faults_and_changes_nothing() -> None:
                                       torch.Generator().manual_seed(7))
         results.append(ev.evaluate(x, y, faults))
         if prune:
-            replay = ev._replays["layer1.0.conv1"]
+            replay = ev._replays[("neuron", "layer1.0.conv1")]
             # rows equal to the golden values leave at once; rows carrying a large change stay
             values = ev._golden_cache["neuron"].values
             start = values[replay.node].clone()
@@ -242,4 +242,4 @@ def test_pruning_drops_masked_faults_and_changes_nothing() -> None:
             out, alive = replay.run(start, torch.arange(8), values)
             assert alive.tolist() == [0, 1, 2, 3] and out.shape == (4, 10)
     for key in results[0]:
-        assert torch.allclose(results[0][key].double(), results[1][key].double(), rtol=1e-5, atol=1e-6), key
+        assert torch.allclose(results[0][key].double(), results[1][key].double(), rtol=1e-5, atol=1e-5), key

@@ -69,16 +69,18 @@ def flip_neurons(
     ``bound`` in magnitude becomes ``±bound`` (NaN: ``+bound``).
     """
     n = len(out)
-    flat = out.reshape(n, -1).clone()
     rows = torch.arange(n, device=out.device)
+    flat = out.reshape(n, -1)  # a view when contiguous; only read from
     last = out.shape[-1] if out.dim() > 1 else 1
-    new = flip_at(fmt, flat, rows, index, bit, last).to(flat.dtype)
+    new = flip_at(fmt, flat, rows, index, bit, last).to(out.dtype)
     if bound is not None:
         limit = torch.tensor(bound, dtype=new.dtype, device=new.device)
         bad = ~torch.isfinite(new) | (new.abs() > limit)
         new = torch.where(bad, torch.where(new < 0, -limit, limit), new)
-    flat[rows, index] = new
-    return flat.view(out.shape)
+    result = out.clone()  # keeps the memory format (channels_last stays channels_last)
+    coords = torch.unravel_index(index, tuple(out.shape[1:]))
+    result[(rows, *coords)] = new
+    return result
 
 
 def flipped_weights(weight: torch.Tensor, index: torch.Tensor, bit: torch.Tensor, fmt: Any) -> torch.Tensor:

@@ -135,6 +135,30 @@ class SplitModel:
         return out, dict(zip(key, values))
 
 
+# Ops through which a change of one row always stays a change (up to rounding): no comparison.
+_PASS_MODULES: tuple[type, ...] = (
+    nn.modules.conv._ConvNd, nn.Linear, nn.modules.batchnorm._BatchNorm, nn.LayerNorm, nn.GroupNorm,
+    nn.Identity, nn.Flatten, nn.Dropout, nn.AdaptiveAvgPool1d, nn.AdaptiveAvgPool2d, nn.AdaptiveAvgPool3d,
+    nn.AvgPool1d, nn.AvgPool2d, nn.AvgPool3d,
+)
+_PASS_FUNCTIONS = {"add", "iadd", "sub", "mul", "truediv", "flatten", "cat", "getitem", "mean", "reshape", "view",
+                   "permute", "transpose", "contiguous", "add_", "mul_", "unsqueeze", "squeeze", "expand", "matmul",
+                   "linear", "conv2d", "layer_norm", "batch_norm", "adaptive_avg_pool2d", "avg_pool2d", "dropout"}
+
+
+def _may_mask(node: fx.Node, gm: nn.Module, held: frozenset[str]) -> bool:
+    """True when ``node`` can turn a changed input back into the golden output (ReLU, max pool,
+    saturation, quantisation of a held layer), so rows are worth comparing after it."""
+    if node.op == "call_module":
+        if str(node.target) in held:
+            return True
+        return not isinstance(gm.get_submodule(str(node.target)), _PASS_MODULES)
+    if node.op in ("call_function", "call_method"):
+        name = node.target if isinstance(node.target, str) else getattr(node.target, "__name__", "")
+        return name not in _PASS_FUNCTIONS
+    return False
+
+
 def _fetch(gm: nn.Module, target: str) -> Any:
     value: Any = gm
     for part in target.split("."):
@@ -151,9 +175,12 @@ class PrunedReplay:
     of every node (``SplitModel.capture`` of ``SplitModel.tensor_nodes``).
     """
 
-    def __init__(self, split: SplitModel, cut: Cut) -> None:
+    def __init__(self, split: SplitModel, cut: Cut, held: frozenset[str] = frozenset()) -> None:
         self.split = split
         self.cut = cut
+        # Values are compared with the golden ones only after ops that can swallow a change
+        # (ReLU, pooling, quantisation of held layers...); linear ops pass the flags through.
+        self.check = {n for n in split.nodes if _may_mask(n, split.gm, held)}
         node = split._calls[cut.layer][0]
         self.here = split._pos[node]
         self.node = node
@@ -185,6 +212,16 @@ class PrunedReplay:
             return gathered[node]
 
         def compare(node: fx.Node, value: Any) -> None:
+            if node not in self.check and node is not self.node:
+                flags = [differs.get(a, False) for a in node.all_input_nodes if a in env]
+                if not isinstance(value, torch.Tensor) or any(f is None for f in flags):
+                    differs[node] = None
+                    return
+                merged = torch.zeros(len(active), dtype=torch.bool, device=active.device)
+                for f in flags:
+                    merged = merged | f
+                differs[node] = merged
+                return
             if isinstance(value, torch.Tensor) and node in golden and value.dim() and value.shape[0] == len(active):
                 ref = golden_rows(node)
                 if ref.shape == value.shape:
