@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import base64
-import dataclasses
+import copy
 import re
 from pathlib import Path
 
@@ -55,7 +55,8 @@ def test_report_writes_self_contained_html_pngs_and_markdown(tmp_path: Path, two
 
 def test_different_models_match_by_position_and_keep_both_names(two_runs: tuple[Path, Path]) -> None:
     base, other = (hs.load_results(p) for p in two_runs)
-    renamed = dataclasses.replace(other, per_layer=other.per_layer.assign(layer=["a.conv", "b.conv", "head"]))
+    renamed = copy.copy(other)
+    renamed.per_layer = other.per_layer.assign(layer=["a.conv", "b.conv", "head"])
     table = compare_runs(base, renamed).set_index("layer")
     assert list(table.index) == ["0 / a.conv", "2 / b.conv", "last layer", "overall"]
     assert tuple(table.loc["last layer", ["baseline_layer", "textguided_layer"]]) == ("6", "head")

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import tempfile
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
@@ -34,19 +35,30 @@ RECORD_COLUMNS = (
 
 @dataclass
 class CampaignResult:
-    """A finished campaign: its records, per-layer and per-bit summaries, and where it lives."""
+    """A finished campaign: its records, per-layer and per-bit summaries, and where it lives.
+
+    The summaries are computed on first use (the per-bit one has a group per layer and bit).
+    """
 
     spec: CampaignSpec
     out: Path | None
     records: pd.DataFrame
-    per_layer: pd.DataFrame
-    per_bit: pd.DataFrame
     manifest: dict[str, Any] = field(repr=False, default_factory=dict)
 
     @property
     def layers(self) -> list[str]:
         """The campaign's layers in the model's forward order."""
         return list(self.manifest.get("layers", []))
+
+    @cached_property
+    def per_layer(self) -> pd.DataFrame:
+        """``metrics.summarize`` by layer, in forward order."""
+        return _summary(self.records, ("layer",))
+
+    @cached_property
+    def per_bit(self) -> pd.DataFrame:
+        """``metrics.summarize`` by layer and bit, in forward order then bit."""
+        return _summary(self.records, ("layer", "bit"))
 
 
 @dataclass
@@ -314,17 +326,15 @@ def load_results(out: str | Path) -> CampaignResult:
     if manifest is None:
         raise ValueError(f"{str(out)!r} holds no {storage.MANIFEST}: not a headstrong campaign folder")
     records = storage.read_records(out, manifest["units"])
+    return CampaignResult(CampaignSpec.from_dict(manifest["spec"]), out, records, manifest)
+
+
+def _summary(records: pd.DataFrame, by: tuple[str, ...]) -> pd.DataFrame:
+    """Rows in the model's forward order, with each layer's position among the injectable layers."""
     from headstrong.metrics import summarize
 
     positions = records.groupby("layer", sort=False)["layer_pos"].first()
-    per_layer = _in_layer_order(summarize(records, by=("layer",)), positions)
-    per_bit = _in_layer_order(summarize(records, by=("layer", "bit")), positions)
-    spec = CampaignSpec.from_dict(manifest["spec"])
-    return CampaignResult(spec, out, records, per_layer, per_bit, manifest)
-
-
-def _in_layer_order(frame: pd.DataFrame, positions: pd.Series) -> pd.DataFrame:
-    """Rows in the model's forward order, with each layer's position among the injectable layers."""
+    frame = summarize(records, by=by)
     frame = frame.reset_index() if "layer" not in frame.columns else frame
     frame = frame.assign(layer_pos=frame["layer"].map(positions).astype("int64"))
     keys = ["layer_pos"] + (["bit"] if "bit" in frame.columns else [])
