@@ -111,7 +111,7 @@ def run_cell(config: StudyConfig, cell: Cell, eval_data: Any, out: Path, say: Sa
     model, _ = load_checkpoint(trained.checkpoint)
     model.eval()
     params, macs = _cost(model, tuple(eval_data[0].shape[1:]))
-    result = CellResult(cell, float(trained.top1), params, macs, trained.checkpoint)
+    result = CellResult(cell, float(trained.top1) / 100.0, params, macs, trained.checkpoint)  # percent -> share
     classifier = getattr(model, "classifier_name", None)
     for name in campaign_names(config):
         if name.startswith("weight") and classifier is None:
@@ -158,25 +158,23 @@ def compare_cells(config: StudyConfig, cells: list[CellResult]) -> tuple[pd.Data
 def _headline(table: pd.DataFrame, base: CellResult, text: CellResult, name: str) -> dict[str, Any]:
     """The paper's table for one comparison: accuracy, cost, improvement, top-2 diff, mismatch."""
     by_layer = table.set_index("layer")
-    last = by_layer.loc["last layer"] if "last layer" in by_layer.index else by_layer.iloc[-1]
-    overall = by_layer.loc["overall"] if "overall" in by_layer.index else None
+    last, overall = by_layer.loc["last layer"], by_layer.loc["overall"]
     b_runs, t_runs = base.campaigns[name].per_layer, text.campaigns[name].per_layer
-    row = {
+    return {
         "baseline_top1": base.top1, "text_top1": text.top1,
         "baseline_params": base.params, "text_params": text.params,
         "baseline_macs": base.macs, "text_macs": text.macs,
-        "improvement_last": float(last["improvement"]),
-        "improvement_last_ci_low": float(last.get("ci_low", float("nan"))),
-        "improvement_last_ci_high": float(last.get("ci_high", float("nan"))),
-        "improvement_overall": float(overall["improvement"]) if overall is not None else float("nan"),
+        "improvement_last": float(last["ratio"]),
+        "improvement_last_ci_low": float(last["ratio_ci_low"]),
+        "improvement_last_ci_high": float(last["ratio_ci_high"]),
+        "improvement_overall": float(overall["ratio"]),
+        "baseline_delta_loss_last": float(last["baseline_delta_loss"]),
+        "text_delta_loss_last": float(last["textguided_delta_loss"]),
         "baseline_top2_diff": float(b_runs["top2_diff_mean"].mean()),
         "text_top2_diff": float(t_runs["top2_diff_mean"].mean()),
         "baseline_mismatch": float(b_runs["mismatch_rate"].mean()),
         "text_mismatch": float(t_runs["mismatch_rate"].mean()),
-        "baseline_delta_loss_last": float(b_runs["delta_loss_mean"].iloc[-1]),
-        "text_delta_loss_last": float(t_runs["delta_loss_mean"].iloc[-1]),
     }
-    return row
 
 
 def run_study(config: StudyConfig, *, progress: bool = True, say: Optional[Say] = None) -> StudyResult:

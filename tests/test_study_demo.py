@@ -1,0 +1,94 @@
+"""The demo pipeline end to end: the paper's table, the report, reuse, resume after a kill."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from headstrong.study import demo_config, run_study
+
+TINY_TRAIN = {"epochs": 1, "limit_train": 384, "limit_test": 128, "batch_size": 64}
+TINY_CAMPAIGN = {"n_faults": 8, "max_images": 32, "weight_n_faults": 32, "batch_size": 32}
+
+
+def tiny_demo(out: Path, formats: tuple[str, ...] = ("fp32", "bf16")):
+    return demo_config(out=str(out), formats=formats, train=TINY_TRAIN, campaign=TINY_CAMPAIGN)
+
+
+
+
+@pytest.fixture(scope="module")
+def finished_demo(tmp_path_factory: pytest.TempPathFactory):
+    out = tmp_path_factory.mktemp("demo") / "run"
+    return run_study(tiny_demo(out), progress=False)
+
+
+def test_demo_writes_the_papers_table_and_a_report(finished_demo) -> None:
+    result = finished_demo
+    summary = pd.read_csv(result.out / "summary.csv")
+    assert set(summary["campaign"]) == {"neuron-fp32", "neuron-bf16", "weight-last-fp32"}
+    row = summary[summary["campaign"] == "neuron-fp32"].iloc[0]
+    for column in ("baseline_top1", "text_top1", "improvement_last", "improvement_overall",
+                   "baseline_top2_diff", "text_top2_diff", "baseline_mismatch", "text_mismatch"):
+        assert pd.notna(row[column]), column
+    assert 0.0 < row["baseline_top1"] <= 1.0 and 0.0 < row["text_top1"] <= 1.0
+    # the improvement is the ratio of the last layers' mean ΔLoss, as stored in the campaigns
+    assert row["improvement_last"] == pytest.approx(row["baseline_delta_loss_last"] / row["text_delta_loss_last"], rel=1e-6)
+    report = result.report
+    assert report.name == "report.html" and report.exists()
+    page = report.read_text()
+    assert "data:image/png;base64," in page and "improvement, last layer" in page
+    assert (report.parent / "summary.md").read_text().count("|") > 20
+    pngs = list(report.parent.rglob("*.png"))
+    assert len(pngs) >= 3 and all(p.stat().st_size > 1000 for p in pngs)
+
+
+def test_demo_rerun_reuses_every_stage(finished_demo) -> None:
+    before = {p: p.stat().st_mtime_ns for p in (finished_demo.out / "campaigns").rglob("*.parquet")}
+    again = run_study(finished_demo.config, progress=False)
+    after = {p: p.stat().st_mtime_ns for p in (finished_demo.out / "campaigns").rglob("*.parquet")}
+    assert before == after  # nothing recomputed
+    pd.testing.assert_frame_equal(again.summary, finished_demo.summary)
+
+
+def test_demo_refuses_a_different_study_in_the_same_folder(finished_demo) -> None:
+    other = tiny_demo(finished_demo.out, formats=("fp32",))
+    with pytest.raises(ValueError, match="holds a different study .*formats"):
+        run_study(other, progress=False)
+
+
+def test_demo_killed_mid_run_resumes_to_the_same_result(tmp_path: Path, finished_demo) -> None:
+    out = tmp_path / "killed"
+    script = textwrap.dedent(f"""
+        from headstrong.study import demo_config, run_study
+        config = demo_config(out={str(out)!r}, train={TINY_TRAIN!r}, campaign={TINY_CAMPAIGN!r})
+        run_study(config, progress=False)
+    """)
+    process = subprocess.Popen([sys.executable, "-c", script], env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    try:
+        deadline = time.time() + 240
+        # kill once the second model is training or its campaigns run: the first stages are done
+        while time.time() < deadline and process.poll() is None:
+            if (out / "campaigns").is_dir() and len(list((out / "campaigns").rglob("*.parquet"))) >= 2:
+                break
+            time.sleep(0.05)
+        assert process.poll() is None, "the run ended before it could be killed; make it longer"
+        process.send_signal(signal.SIGKILL)
+        process.wait()
+    finally:
+        if process.poll() is None:
+            process.kill()
+    assert not (out / "report" / "report.html").exists()
+    resumed = run_study(tiny_demo(out), progress=False)
+    columns = [c for c in finished_demo.summary.columns]
+    pd.testing.assert_frame_equal(resumed.summary[columns], finished_demo.summary[columns])
+    assert json.loads((out / "study.json").read_text())["name"] == "demo"
