@@ -457,13 +457,14 @@ class FaultEvaluator:
 
         Weight faults in the last Linear layer go analytically (``Δlogit_i = feature_j × Δw_ij``)
         in chunks of faults; anything else runs ``evaluate`` on each fault repeated per image.
+        The golden columns are read-only expanded views (the same row for every fault).
         """
         faults = as_faultset(faults)
         x, y = self._check_xy(x, y)
         self._validate(faults)
         n_f, n_x = len(faults), len(x)
         split = self._split
-        if (n_f and len(faults.layer_names) == 1 and set(faults.kind) == {"weight"} and split is not None
+        if (n_f and len(faults.layer_names) == 1 and bool((faults.kind_codes == 1).all()) and split is not None
                 and split.can_split(faults.layer_names[0])):
             layer = faults.layer_names[0]
             cut = split.cut(layer)
@@ -489,30 +490,46 @@ class FaultEvaluator:
         fan_in = weight.shape[1]
         o_all, j_all = index // fan_in, index % fan_in
         n_x, n_c = logits.shape
-        size = max(1, (1 << 22) // max(1, n_x * n_c))
+        # A fault changes one logit column o: z = g_o + Δw feat_j. Everything else about the
+        # faulty row is known from the golden logits: per (image, class o), the log-sum-exp and
+        # the best logit of the other classes. So each (fault, image) pair costs O(1).
+        g = logits.float()
+        others = g.unsqueeze(1).expand(n_x, n_c, n_c).clone()  # [image, o, class]
+        eye = torch.eye(n_c, dtype=torch.bool, device=g.device)
+        others.masked_fill_(eye, float("-inf"))
+        # tables indexed by class first, so each fault's row is one contiguous gather
+        lse_wo = torch.logsumexp(others, dim=2).T.contiguous()  # [o, image]
+        best_val, best_idx = others.max(dim=2)  # first index among ties, as argmax
+        best_val, best_idx = best_val.T.contiguous(), best_idx.T.contiguous()
+        g_label = g.gather(1, y[:, None])[:, 0]
+        g_t = g.T.contiguous()
+        feat_t = feat.float().T.contiguous()  # [feature, image]
+        golden_bad = ~torch.isfinite(g).all(1)
+        size = max(1, (1 << 24) // max(1, n_x))
         keys = ("faulty_pred", "faulty_loss", "delta_loss", "nonfinite")
         parts: dict[str, list[torch.Tensor]] = {k: [] for k in keys}
-        y_rep = None
         for start in range(0, len(faults), size):
             o, j, d = o_all[start:start + size], j_all[start:start + size], delta[start:start + size]
-            f = len(o)
-            out = logits.unsqueeze(0).repeat(f, 1, 1)
-            ar = torch.arange(f, device=self.device)
-            out[ar, :, o] = out[ar, :, o] + d[:, None] * feat[:, j].T
-            if y_rep is None or len(y_rep) != f * n_x:
-                y_rep = y.repeat(f)
-            loss = F.cross_entropy(out.view(-1, n_c).float(), y_rep, reduction="none").view(f, n_x)
-            parts["faulty_pred"].append(out.argmax(2))
+            z = g_t.index_select(0, o) + d[:, None].float() * feat_t.index_select(0, j)  # [fault, image]
+            lse = torch.logaddexp(lse_wo.index_select(0, o), z)
+            own = o[:, None] == y[None, :]
+            loss = lse - torch.where(own, z, g_label[None, :])
+            bv, bi = best_val.index_select(0, o), best_idx.index_select(0, o)
+            o_col = o[:, None]
+            wins = (z > bv) | ((z == bv) & (o_col < bi)) | torch.isnan(z)  # argmax takes the first max, NaN first
+            pred = torch.where(wins, o_col, bi)
+            parts["faulty_pred"].append(pred)
             parts["faulty_loss"].append(loss)
-            parts["delta_loss"].append((loss - golden.loss).abs())
-            parts["nonfinite"].append(~torch.isfinite(out).all(2))
+            parts["delta_loss"].append((loss - golden.loss[None, :]).abs())
+            parts["nonfinite"].append(~torch.isfinite(z) | golden_bad[None, :])
         self.last_path = "analytic"
         self.paths[("weight", layer)] = "analytic"
         n_f = len(faults)
-        result = {k: torch.cat(v).cpu() for k, v in parts.items()}
-        result["golden_pred"] = golden.pred.cpu().expand(n_f, n_x).clone()
-        result["golden_loss"] = golden.loss.cpu().expand(n_f, n_x).clone()
-        result["top2_diff"] = golden.top2.cpu().expand(n_f, n_x).clone()
+        result = {k: (v[0] if len(v) == 1 else torch.cat(v)).cpu() for k, v in parts.items()}
+        # golden columns repeat per fault: expanded views, no copies
+        result["golden_pred"] = golden.pred.cpu().expand(n_f, n_x)
+        result["golden_loss"] = golden.loss.cpu().expand(n_f, n_x)
+        result["top2_diff"] = golden.top2.cpu().expand(n_f, n_x)
         return result
 
 

@@ -134,7 +134,7 @@ class FaultSet:
     # columns --------------------------------------------------------------------------------
     @property
     def kind(self) -> list[str]:
-        return [KINDS[int(k)] for k in self._kind]
+        return [KINDS[k] for k in self._kind.tolist()]
 
     @property
     def kind_codes(self) -> torch.Tensor:
@@ -143,7 +143,7 @@ class FaultSet:
 
     @property
     def layer(self) -> list[str]:
-        return [self._layer_names[int(i)] for i in self._layer_ids]
+        return [self._layer_names[i] for i in self._layer_ids.tolist()]
 
     @property
     def layer_ids(self) -> torch.Tensor:

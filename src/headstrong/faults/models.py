@@ -47,11 +47,13 @@ class FaultEdits:
 
     Columns, one value per edit: ``fault`` (which fault, 0..n_faults-1), ``kind``, ``layer``,
     ``index`` (flat), ``op`` (flip, set0, set1, meta), ``mask`` (int64 bits) and ``sample``
-    (-1: every input; otherwise the input row the edit hits). ``model`` names the fault model.
+    (-1: every input; otherwise the input row the edit hits). ``model`` names the fault model,
+    ``base_kind`` the kind sampled (a fault with no edit, such as a bit-error trial that drew
+    none, is a golden run with that kind's tensors held in the format).
     """
 
     __slots__ = ("fault", "kind_codes", "layer_ids", "layer_names", "index", "op_codes", "mask",
-                 "sample", "n_faults", "model")
+                 "sample", "n_faults", "model", "base_kind")
 
     def __init__(
         self,
@@ -64,6 +66,7 @@ class FaultEdits:
         sample: Sequence[int] | torch.Tensor | None = None,
         n_faults: int | None = None,
         model: str = "flip",
+        base_kind: str = "neuron",
     ) -> None:
         self.fault = _column(fault, "fault")
         n = len(self.fault)
@@ -106,13 +109,16 @@ class FaultEdits:
         self.op_codes = torch.tensor([OPS.index(o) for o in ops], dtype=torch.int64)
         self.layer_ids = torch.tensor([lookup[name] for name in layers], dtype=torch.int64)
         self.layer_names = tuple(names)
+        if base_kind not in KINDS:
+            raise ValueError(f"unknown fault kind {base_kind!r}; expected one of {', '.join(KINDS)}")
         self.n_faults = int(n_faults)
         self.model = str(model)
+        self.base_kind = base_kind  # the kind of the campaign: how a fault with no edit is held
 
     # construction and views -------------------------------------------------------------------
     @classmethod
     def from_records(cls, records: Iterable[Mapping[str, Any]], n_faults: int | None = None,
-                     model: str = "flip") -> FaultEdits:
+                     model: str = "flip", base_kind: str = "neuron") -> FaultEdits:
         """From dicts with keys fault, kind, layer, index, op, mask and optionally sample."""
         rows = list(records)
         allowed = {"fault", "kind", "layer", "index", "op", "mask", "sample"}
@@ -126,7 +132,7 @@ class FaultEdits:
         sample = [NO_SAMPLE if r.get("sample") is None else int(r["sample"]) for r in rows]
         return cls([int(r["fault"]) for r in rows], [r["kind"] for r in rows], [r["layer"] for r in rows],
                    [int(r["index"]) for r in rows], [r["op"] for r in rows], [int(r["mask"]) for r in rows],
-                   sample, n_faults, model)
+                   sample, n_faults, model, base_kind)
 
     def to_records(self) -> list[dict[str, Any]]:
         return [
@@ -167,6 +173,7 @@ class FaultEdits:
         for name in ("fault", "kind_codes", "layer_ids", "index", "op_codes", "mask", "sample"):
             setattr(new, name, getattr(self, name)[rows])
         new.layer_names, new.n_faults, new.model = self.layer_names, self.n_faults, self.model
+        new.base_kind = self.base_kind
         return new
 
     def __repr__(self) -> str:
@@ -176,7 +183,8 @@ class FaultEdits:
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, FaultEdits):
             return NotImplemented
-        return (self.n_faults, self.model, self.to_records()) == (other.n_faults, other.model, other.to_records())
+        mine = (self.n_faults, self.model, self.base_kind, self.to_records())
+        return mine == (other.n_faults, other.model, other.base_kind, other.to_records())
 
     def validate(self, model: nn.Module, fmt: Any, output_shapes: Mapping[str, Sequence[int]] | None = None) -> None:
         """Layer names, indices (neuron ones with ``output_shapes``) and masks against ``fmt``."""
@@ -257,8 +265,9 @@ class FaultModel(ABC):
             )
         fmt = self.check(fmt)
         op, mask = self._edit_of(sites.bit, fmt)
-        return FaultEdits(torch.arange(len(sites)), sites.kind, sites.layer, sites.index, op, mask,
-                          sites.sample, len(sites), self.name)
+        kinds = sites.kind
+        return FaultEdits(torch.arange(len(sites)), kinds, sites.layer, sites.index, op, mask,
+                          sites.sample, len(sites), self.name, kinds[0] if kinds else "neuron")
 
     def _edit_of(self, bit: torch.Tensor, fmt: formats.NumberFormat) -> tuple[str, torch.Tensor]:
         raise NotImplementedError
@@ -293,7 +302,7 @@ class _SingleSite(FaultModel):
         fmt = self.check(fmt)
         names, index = self._sites(layers, count, kind, generator)
         op, mask = self._draw(fmt, bits, count, generator)
-        return FaultEdits(torch.arange(count), kind, names, index, op, mask, None, count, self.name)
+        return FaultEdits(torch.arange(count), kind, names, index, op, mask, None, count, self.name, kind)
 
     def _draw(self, fmt: formats.NumberFormat, bits: Sequence[int] | None, count: int,
               generator: torch.Generator | None) -> tuple[str, torch.Tensor]:
@@ -427,7 +436,7 @@ class MultiSite(FaultModel):
         choices = self.bit_choices(fmt, bits)
         bit = choices[torch.randint(0, len(choices), (count * self.n,), generator=generator)]
         fault = torch.arange(count).repeat_interleave(self.n)
-        return FaultEdits(fault, kind, names, index, "flip", _bit_masks(bit, fmt.bits), None, count, self.name)
+        return FaultEdits(fault, kind, names, index, "flip", _bit_masks(bit, fmt.bits), None, count, self.name, kind)
 
 
 class BitErrorRate(FaultModel):
@@ -472,7 +481,7 @@ class BitErrorRate(FaultModel):
         cat = {k: torch.cat(v) if v else torch.zeros(0, dtype=torch.int64) for k, v in cols.items()}
         layer_col = [names[i] for i in cat["layer"].tolist()]
         return FaultEdits(cat["fault"], kind, layer_col, cat["index"], "flip", cat["mask"],
-                          cat["sample"], count, self.name)
+                          cat["sample"], count, self.name, kind)
 
 
 def _bit_masks(bit: torch.Tensor, width: int) -> torch.Tensor:
