@@ -12,7 +12,7 @@ from torch import nn
 
 import headstrong as hs
 from headstrong.data import load_dataset
-from headstrong.ra import Accelerator, TableOracle, exact_from_table, proposal_std
+from headstrong.ra import Accelerator, TableOracle, proposal_std
 from headstrong.ra import estimators as est
 from headstrong.ra.api import make_oracle
 

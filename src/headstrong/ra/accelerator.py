@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import math
 import re
-import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
@@ -140,6 +139,10 @@ class Accelerator:
 
     @classmethod
     def from_toml(cls, path: str | Path) -> "Accelerator":
+        try:
+            import tomllib
+        except ModuleNotFoundError:  # Python 3.10
+            import tomli as tomllib  # type: ignore[no-redef]
         path = Path(path)
         with path.open("rb") as handle:
             data = tomllib.load(handle)
