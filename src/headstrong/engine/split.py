@@ -166,6 +166,9 @@ def _fetch(gm: nn.Module, target: str) -> Any:
     return value
 
 
+QUIET_LIMIT = 12  # comparisons in a row that dropped nothing before a replay stops comparing
+
+
 class PrunedReplay:
     """Run the network after a cut node by node, dropping rows whose fault has been masked.
 
@@ -181,6 +184,7 @@ class PrunedReplay:
         # Values are compared with the golden ones only after ops that can swallow a change
         # (ReLU, pooling, quantisation of held layers...); linear ops pass the flags through.
         self.check = {n for n in split.nodes if _may_mask(n, split.gm, held)}
+        self.trace: list[tuple[str, int]] | None = None  # set to a list to record rows alive per node
         node = split._calls[cut.layer][0]
         self.here = split._pos[node]
         self.node = node
@@ -201,6 +205,7 @@ class PrunedReplay:
         env: dict[fx.Node, Any] = {self.node: start}
         differs: dict[fx.Node, Any] = {}
         left = dict(self.reads)
+        quiet = 0
 
         def golden_rows(node: fx.Node) -> Any:
             if node not in gathered:
@@ -254,6 +259,15 @@ class PrunedReplay:
             else:
                 raise ValueError(f"unexpected node {node.op} after the cut")
             env[node] = value
+            if self.trace is not None:
+                self.trace.append((node.name, len(active)))
+            if quiet >= QUIET_LIMIT:  # rows stopped dying: just run the rest
+                for arg in node.all_input_nodes:
+                    if arg in left:
+                        left[arg] -= 1
+                        if left[arg] == 0:
+                            env.pop(arg, None)
+                continue
             compare(node, value)
             for arg in node.all_input_nodes:
                 if arg in left:
@@ -268,7 +282,9 @@ class PrunedReplay:
             for f in flags[1:]:
                 alive = alive | f
             if bool(alive.all()):
+                quiet += 1
                 continue
+            quiet = 0
             keep = alive.nonzero().flatten()
             before = len(alive)
             active = active.index_select(0, keep)
