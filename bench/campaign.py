@@ -6,7 +6,7 @@ calling ``FaultEvaluator.evaluate`` in the campaign's batches with nothing else 
 same campaign on Ray with 2 local workers. Target: campaign >= 80% of the engine-only rate, and
 Ray no slower than local.
 
-    python bench/campaign.py [--faults-per-layer 256] [--images 128] [--batch-size 128] [--rounds 2]
+    python bench/campaign.py [--faults-per-layer 1024] [--images 128] [--batch-size 128] [--rounds 2]
                              [--threads N] [--no-ray]
 """
 
@@ -77,7 +77,7 @@ def campaign(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, spec: hs.
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--faults-per-layer", type=int, default=256)
+    parser.add_argument("--faults-per-layer", type=int, default=1024)
     parser.add_argument("--images", type=int, default=128)
     parser.add_argument("--batch-size", type=int, default=128)
     parser.add_argument("--rounds", type=int, default=2, help="alternating rounds; the best of each is kept")

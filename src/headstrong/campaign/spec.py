@@ -24,9 +24,11 @@ class CampaignSpec:
 
     ``layers``: "all", a glob ("layer1.*"), one layer name, or a list of names.
     ``bits``: None (every bit of the format), a list of bit positions, or one of
-    "sign" / "exponent" / "mantissa". ``n_faults``: a fixed number of faults per layer; when None
-    the Leveugle sample size is computed from ``margin`` and ``confidence`` for each layer (and
-    for each bit, with ``per_bit``).
+    "sign" / "exponent" / "mantissa". ``n_faults``: a fixed number of faults per layer (per layer
+    and bit with ``per_bit``); when None the Leveugle sample size is computed from ``margin`` and
+    ``confidence`` over each layer's N = elements x bits (over N = elements for each bit, with
+    ``per_bit``). ``max_images``: only the first images of the data are considered;
+    ``only_correct``: faults land only on those the golden (format-quantised) model gets right.
     """
 
     kind: str = "neuron"

@@ -92,19 +92,19 @@ def inject(
     split: str = typer.Option("test", "--split", help="Which split of the data set to evaluate on."),
     out: Path = typer.Option(..., "--out", help="Run folder; rerun with the same folder to resume."),
     spec_file: Optional[Path] = typer.Option(None, "--spec", help="Campaign spec in TOML; options given here override it."),
-    kind: Optional[str] = typer.Option(None, "--kind", help="neuron or weight [default: neuron]."),
+    kind: Optional[str] = typer.Option(None, "--kind", help="neuron or weight (default neuron)."),
     layers: Optional[str] = typer.Option(None, "--layers", help="all, a glob ('layer1.*') or names separated by commas."),
-    fmt: Optional[str] = typer.Option(None, "--fmt", help="Number format: fp32 fp16 bf16 fp8_e4m3 int8 ... [default: fp32]."),
+    fmt: Optional[str] = typer.Option(None, "--fmt", help="Number format: fp32 fp16 bf16 fp8_e4m3 int8 ... (default fp32)."),
     bits: Optional[str] = typer.Option(None, "--bits", help="all, sign, exponent, mantissa or positions (23,30)."),
     n_faults: Optional[int] = typer.Option(None, "--n-faults", help="Faults per layer; default: Leveugle sample size."),
-    margin: Optional[float] = typer.Option(None, "--margin", help="Leveugle error margin, in (0, 1) [default: 0.01]."),
-    confidence: Optional[float] = typer.Option(None, "--confidence", help="Leveugle confidence [default: 0.99]."),
+    margin: Optional[float] = typer.Option(None, "--margin", help="Leveugle error margin, in (0, 1) (default 0.01)."),
+    confidence: Optional[float] = typer.Option(None, "--confidence", help="Leveugle confidence (default 0.99)."),
     per_bit: Optional[bool] = typer.Option(None, "--per-bit/--per-layer", help="Size the sample per bit stratum."),
-    seed: Optional[int] = typer.Option(None, "--seed", help="Seed of the fault sampler [default: 0]."),
+    seed: Optional[int] = typer.Option(None, "--seed", help="Seed of the fault sampler (default 0)."),
     only_correct: Optional[bool] = typer.Option(
-        None, "--only-correct/--all-images", help="Evaluate only images the golden model gets right [default: on]."
+        None, "--only-correct/--all-images", help="Evaluate only images the golden model gets right (default on)."
     ),
-    range_detector: Optional[bool] = typer.Option(None, "--range-detector/--no-range-detector", help="[default: on]"),
+    range_detector: Optional[bool] = typer.Option(None, "--range-detector/--no-range-detector", help="Clamp flipped activations to the profiled range (default on)."),
     max_images: Optional[int] = typer.Option(None, "--max-images", help="Consider the first N images only."),
     num_classes: Optional[int] = typer.Option(None, "--num-classes", help="Classes of a model given by name."),
     in_chans: Optional[int] = typer.Option(None, "--in-chans", help="Input channels of a model given by name."),
@@ -114,8 +114,8 @@ def inject(
         None, "--ray-address", help="Existing Ray cluster ('auto' or host:port); default: $RAY_ADDRESS or a local one."
     ),
     workers: Optional[int] = typer.Option(None, "--workers", help="Ray workers; default: one per CPU (or GPU) slot."),
-    batch_size: Optional[int] = typer.Option(None, "--batch-size", help="Faults per engine batch [default: 256]."),
-    chunk_size: Optional[int] = typer.Option(None, "--chunk-size", help="Faults per stored chunk [default: 2048]."),
+    batch_size: Optional[int] = typer.Option(None, "--batch-size", help="Faults per engine batch (default 256)."),
+    chunk_size: Optional[int] = typer.Option(None, "--chunk-size", help="Faults per stored chunk (default 2048)."),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar."),
 ) -> None:
     """Inject single-bit faults into a model, layer by layer, and store every outcome under --out."""
