@@ -89,3 +89,9 @@ def test_fault_out_of_range_and_unknown_names() -> None:
         hs.inject(model, x, [{"kind": "neuron", "layer": "conv1", "index": 0, "bit": 1}], fmt="fp33")
     with pytest.raises(TypeError, match="FaultSet or a list"):
         hs.inject(model, x, "conv1")
+
+
+def test_no_faults_give_an_empty_result() -> None:
+    model = PlainCNN().eval()
+    out = hs.inject(model, torch.randn(2, 3, 32, 32), hs.FaultSet("neuron", [], [], []))
+    assert out.shape == (0, 2, 10)

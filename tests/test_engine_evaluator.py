@@ -173,6 +173,8 @@ def test_golden_is_cached_per_batch_and_refreshed_for_new_images() -> None:
     x2, y2 = images(4, seed=5)
     other = ev.evaluate(x2, y2, faults)
     assert calls == [1]
+    ev.evaluate(x, y, faults)  # the first batch is still cached (several batches fit)
+    assert calls == [1]
     want = expected(model, x2, y2, faults.with_sample(torch.arange(4)), "fp32")
     assert_outcomes_match(other, want, rtol=1e-4)
     golden = ev.golden(x2, y2)
@@ -239,10 +241,23 @@ def test_pruning_drops_masked_faults_and_changes_nothing() -> None:
         if prune:
             replay = ev._replays[("neuron", "layer1.0.conv1")]
             # rows equal to the golden values leave at once; rows carrying a large change stay
-            values = ev._golden_cache["neuron"].values
+            values = ev._golden_cache["neuron"][0].values
             start = values[replay.node].clone()
             start[:4, :, 2, 2] += 1e3
             out, alive = replay.run(start, torch.arange(8), values)
             assert alive.tolist() == [0, 1, 2, 3] and out.shape == (4, 10)
     for key in results[0]:
         assert torch.allclose(results[0][key].double(), results[1][key].double(), rtol=1e-5, atol=1e-5), key
+
+
+def test_golden_cache_keeps_within_its_byte_budget() -> None:
+    model = build("cnn")
+    (x, y), (x2, y2) = images(4), images(4, seed=5)
+    ev = FaultEvaluator(model, cache_bytes=1)  # room for the newest batch only
+    ev.profile([x])
+    faults = FaultSet("neuron", "gn", [1, 2, 3, 4], [30, 30, 30, 30])
+    first = ev.evaluate(x, y, faults)
+    ev.evaluate(x2, y2, faults)
+    assert len(ev._golden_cache["neuron"]) == 1
+    again = ev.evaluate(x, y, faults)
+    assert all(torch.equal(first[k], again[k]) for k in first)

@@ -58,6 +58,7 @@ class _Golden:
     pred: torch.Tensor
     top2: torch.Tensor
     values: dict[Any, Any] = field(default_factory=dict)
+    nbytes: int = 0
 
 
 def _same(a: torch.Tensor, b: torch.Tensor) -> bool:
@@ -121,7 +122,7 @@ class FaultEvaluator:
         self._identity = is_identity_format(self.fmt)
         self._stats: dict[str, LayerStats] | None = None
         self._never_ran: set[str] = set()
-        self._golden_cache: dict[str, _Golden] = {}
+        self._golden_cache: dict[str, list[_Golden]] = {}
         self._keys: dict[int, set[str]] = {}
         self.last_path: str | None = None
         self.paths: dict[tuple[str, str], str] = {}  # (kind, layer) -> the path that ran last
@@ -238,11 +239,16 @@ class FaultEvaluator:
         return x, y.to(self.device, torch.int64)
 
     def _golden(self, x: torch.Tensor, y: torch.Tensor, kind: str, wanted: Sequence[Any] = ()) -> _Golden:
-        entry = self._golden_cache.get(kind)
-        if entry is not None and _same(entry.x, x) and _same(entry.y, y):
-            missing = [n for n in wanted if n not in entry.values]
-            if not missing:
-                return entry
+        """The golden run of this batch: from the cache (several batches, most recent first, up
+        to ``cache_bytes``), or computed, with the values of the ``wanted`` graph nodes."""
+        entries = self._golden_cache.setdefault(kind, [])
+        for i, entry in enumerate(entries):
+            if _same(entry.x, x) and _same(entry.y, y):
+                entries.pop(i)
+                if all(n in entry.values for n in wanted):
+                    entries.insert(0, entry)
+                    return entry
+                break
         state = self._state(kind)
         if wanted and self._split is not None:
             logits, values = self._split.capture(x, list(wanted), lambda gm, a: self._call(gm, state, a))
@@ -254,7 +260,14 @@ class FaultEvaluator:
             raise ValueError(f"labels must lie in 0..{logits.shape[1] - 1} for {logits.shape[1]} classes")
         loss = F.cross_entropy(logits.float(), y, reduction="none")
         entry = _Golden(x, y, logits, loss, logits.argmax(1), top2_margin(logits), values)
-        self._golden_cache[kind] = entry
+        entry.nbytes = sum(v.nbytes for v in values.values() if isinstance(v, torch.Tensor)) + x.nbytes
+        entries.insert(0, entry)
+        total = 0
+        for i, old in enumerate(entries):
+            total += old.nbytes
+            if i and total > self.cache_bytes:
+                del entries[i:]
+                break
         return entry
 
     def golden(self, x: torch.Tensor, y: Any, kind: str = "neuron") -> dict[str, torch.Tensor]:

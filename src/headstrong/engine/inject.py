@@ -136,5 +136,7 @@ def inject(
                 out = functional_call(model, state, (x,))
                 results[i] = out
     if not results:
-        return torch.zeros(0, n_x, 0, device=x.device)
+        with eval_mode(model), torch.no_grad():
+            classes = run_model(model, x).shape[1]
+        return torch.zeros(0, n_x, classes, device=x.device)
     return torch.stack([r for r in results if r is not None])

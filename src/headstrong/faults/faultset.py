@@ -298,7 +298,7 @@ def _int_column(
         return torch.full((n,), values, dtype=torch.int64)
     t = torch.as_tensor(values)
     if t.numel() == 0:
-        t = t.reshape(0)
+        t = torch.zeros(0, dtype=torch.int64)
     if t.dtype.is_floating_point or t.dtype == torch.bool or t.dtype.is_complex:
         raise TypeError(f"{name} must hold integers, got dtype {t.dtype}")
     t = t.detach().to("cpu", torch.int64).reshape(-1).clone()
