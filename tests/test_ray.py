@@ -10,7 +10,6 @@ import pytest
 
 import headstrong as hs
 from headstrong.campaign import storage
-from headstrong.campaign.ray_backend import shard
 from test_campaign_resume import LAYOUT, one_thread, tiny_data, tiny_model  # noqa: F401  (one_thread: autouse fixture)
 
 ray = pytest.importorskip("ray")
@@ -42,11 +41,3 @@ def test_ray_backend_equals_local_bit_for_bit_and_resumes(tmp_path: Path, local_
         victim.unlink()
     again = hs.run_campaign(model, data, spec, "cpu", out, backend="ray", progress=False)
     pd.testing.assert_frame_equal(again.records, remote.records)
-
-
-def test_shards_are_contiguous_and_cover_every_unit_once() -> None:
-    units = [{"id": f"u{i}", "start": 0, "stop": 10 if i % 3 else 4} for i in range(11)]
-    parts = shard(units, 3)
-    assert len(parts) == 3
-    assert [u for part in parts for u in part] == units
-    assert shard(units[:1], 4) == [units[:1]]

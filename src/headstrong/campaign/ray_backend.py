@@ -1,8 +1,8 @@
 """Ray backend: the pending work units, dealt over Ray workers, each writing its own chunks.
 
 The model and the job (spec, plans, images) go into the object store once. Each worker profiles
-its own evaluator over the same images, which gives the same profile as the local run, and runs
-its shard of units. The unit ids fix the file names, so the union of the chunks is the same
+its own evaluator over the same images, which gives the same profile as the local run, and takes
+the next pending unit whenever it is free. The unit ids fix the file names, so the union of the chunks is the same
 records whichever backend wrote them. Workers write under ``out`` directly: on a cluster of
 several machines ``out`` must be on a file system they all share.
 """
@@ -45,18 +45,6 @@ def connect(address: str | None = None, num_cpus: int | None = None) -> Any:
     return ray
 
 
-def shard(units: Sequence[dict[str, Any]], n: int) -> list[list[dict[str, Any]]]:
-    """Contiguous runs of units (so a worker keeps one layer's faults at a time), about equal in faults."""
-    total = sum(u["stop"] - u["start"] for u in units)
-    shards: list[list[dict[str, Any]]] = [[] for _ in range(max(1, min(n, len(units))))]
-    done = 0
-    for unit in units:
-        slot = min(len(shards) - 1, done * len(shards) // max(total, 1))
-        shards[slot].append(unit)
-        done += unit["stop"] - unit["start"]
-    return [s for s in shards if s]
-
-
 class _Worker:
     """One evaluator per worker slot, profiled once, running the units it is handed."""
 
@@ -84,7 +72,11 @@ def run_units_on_ray(
     address: str | None = None,
     num_workers: int | None = None,
 ) -> None:
-    """Run ``units`` on one Ray actor per GPU (device cuda) or CPU slot, each on a contiguous shard."""
+    """Run ``units`` on one Ray actor per GPU (device cuda) or CPU slot.
+
+    Units go, in campaign order, to whichever actor is free: faults in early layers cost more
+    (more of the network runs again), so fixed shards would leave workers idle.
+    """
     ray = connect(address)
     on_gpu = str(device).startswith("cuda")
     resources = ray.cluster_resources()
@@ -98,14 +90,13 @@ def run_units_on_ray(
     on_cpu = all(t.device.type == "cpu" for t in model.state_dict().values())
     model_ref = ray.put(model if on_cpu else copy.deepcopy(model).cpu())
     job_ref = ray.put(job)
-    parts = shard(units, num_workers)
-    actors = [actor_class.remote(model_ref, job_ref, "cuda" if on_gpu else "cpu", 1) for _ in parts]
+    from ray.util import ActorPool
+
+    count = min(num_workers, len(units))
+    actors = [actor_class.remote(model_ref, job_ref, "cuda" if on_gpu else "cpu", 1) for _ in range(count)]
     try:
-        pending = [actor.run.remote(unit) for actor, part in zip(actors, parts) for unit in part]
-        while pending:
-            ready, pending = ray.wait(pending, num_returns=1)
-            for ref in ready:
-                advance(ray.get(ref))
+        for done in ActorPool(actors).map_unordered(lambda actor, unit: actor.run.remote(unit), list(units)):
+            advance(done)
     finally:
         for actor in actors:
             ray.kill(actor)
