@@ -261,3 +261,34 @@ def test_golden_cache_keeps_within_its_byte_budget() -> None:
     assert len(ev._golden_cache["neuron"]) == 1
     again = ev.evaluate(x, y, faults)
     assert all(torch.equal(first[k], again[k]) for k in first)
+
+
+class Branchy(torch.nn.Module):
+    """Data-dependent control flow: torch.fx cannot trace it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = torch.nn.Conv2d(3, 4, 3, padding=1)
+        self.fc = torch.nn.Linear(4, 10)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.conv(x)
+        if h.mean() > -1e9:
+            h = torch.relu(h)
+        return self.fc(h.mean((2, 3)))
+
+
+def test_untraceable_model_falls_back_to_hooks() -> None:
+    torch.manual_seed(0)
+    model = Branchy().eval()
+    x, y = images(4)
+    ev = FaultEvaluator(model)
+    assert ev.split_error is not None  # auto: tracing failed, hooks it is
+    ev.profile([x])
+    faults = FaultSet(["neuron", "neuron", "weight", "weight"], ["conv", "conv", "fc", "conv"],
+                      [5, 300, 17, 40], [30, 29, 30, 28], [0, 1, 2, 3])
+    got = ev.evaluate(x, y, faults)
+    assert set(ev.paths.values()) == {"hooks"}
+    assert_outcomes_match(got, expected(model, x, y, faults, "fp32"), rtol=1e-4)
+    with pytest.raises(ValueError, match="cannot be split with torch.fx"):
+        FaultEvaluator(model, split="fx")
