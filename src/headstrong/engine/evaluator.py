@@ -390,7 +390,8 @@ class FaultEvaluator:
     def _faulty_fx(self, x: torch.Tensor, y: torch.Tensor, kind: str, layer: str, cut: Any,
                    rows: torch.Tensor, index: torch.Tensor, bit: torch.Tensor) -> tuple[torch.Tensor, _Golden, str]:
         split = self._split
-        assert split is not None  # noqa: S101  (internal: only called on the fx path)
+        if split is None:
+            raise RuntimeError("internal: the fx path was chosen for a model that was not split")
         batch = len(x)
         prune = not cut.identity and self._prunable(kind, batch)
         if prune:
