@@ -141,6 +141,7 @@ def main() -> None:
     parser.add_argument("--hs-faults", type=int, default=6144, help="headstrong neuron faults")
     parser.add_argument("--pfi-weight-faults", type=int, default=6)
     parser.add_argument("--hs-weight-faults", type=int, default=20000)
+    parser.add_argument("--chunk", type=int, default=256, help="headstrong faults per replayed batch")
     parser.add_argument("--skip-weight", action="store_true")
     args = parser.parse_args()
     if args.threads:
@@ -157,7 +158,7 @@ def main() -> None:
     fwd = bench_forward(model, x, 5)
     print(f"plain forward pass:                    {fwd:12,.0f} images/s")
 
-    ev = FaultEvaluator(model, fmt="int8", range_detector=False, device=device)
+    ev = FaultEvaluator(model, fmt="int8", range_detector=False, device=device, chunk_size=args.chunk)
     ev.profile([x])
     info = ev.layer_info.set_index("layer")
     ranges = [float(info.loc[n, "out_max_abs"]) for n in conv_layers(model)]
