@@ -15,7 +15,7 @@ Model: torchvision ResNet-18 with 10 classes.
 
     python bench/vs_pytorchfi.py [--batch 64] [--device cpu] [--image-size 32] [--threads N]
                                  [--pfi-batches 6] [--hs-faults 6144] [--pfi-weight-faults 6]
-                                 [--hs-weight-faults 20000]
+                                 [--hs-weight-faults 20000] [--chunk 256] [--skip-weight]
 """
 
 from __future__ import annotations
