@@ -12,11 +12,12 @@ def _print_result(result) -> None:
     from rich.console import Console
 
     from headstrong.report.tables import rich_table
-    from headstrong.study.summary import aggregate, cost_rows, headline_rows
+    from headstrong.study.summary import aggregate, cost_rows, transposed_tables
 
     console = Console()
-    headings, rows = headline_rows(aggregate(result.summary))
-    console.print(rich_table(headings, rows, title="Resilience: baseline vs text-guided"))
+    for title, headings, rows in transposed_tables(aggregate(result.summary)):
+        console.print(rich_table(headings, rows, title=title))
+    console.print("improvement = baseline ΔLoss / text-guided ΔLoss: above 1x the text-guided head is more resilient")
     cost_headings, cost = cost_rows(result.cells)
     console.print(rich_table(cost_headings, cost, title="Cost"))
     console.print(f"Report: [bold]{result.report}[/]  (summary: {Path(result.report).with_name('summary.md')})")

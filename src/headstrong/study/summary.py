@@ -62,6 +62,17 @@ def headline_rows(table: pd.DataFrame) -> tuple[list[str], list[list[str]]]:
     return headings, rows
 
 
+def transposed_tables(table: pd.DataFrame) -> list[tuple[str, list[str], list[list[str]]]]:
+    """One narrow table per (backbone, init): a figure a row, a campaign a column (for terminals)."""
+    tables = []
+    for (backbone, init), group in table.groupby(["backbone", "init"], sort=False):
+        headings = ["", *group["campaign"]]
+        rows = [[heading, *(_cell(row, column, template) for _, row in group.iterrows())]
+                for column, heading, template in _HEADLINE[3:]]
+        tables.append((f"{backbone}: baseline vs text-guided ({init} init)", headings, rows))
+    return tables
+
+
 def cost_rows(cells: list[Any]) -> tuple[list[str], list[list[str]]]:
     headings = ["model", "top-1", "parameters", "MACs per image"]
     rows = [[r.cell.name, f"{r.top1:.2%}", f"{r.params:,}", f"{r.macs:,}"] for r in cells]
