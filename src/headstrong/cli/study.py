@@ -44,6 +44,7 @@ def register(app: typer.Typer) -> None:
         device: str = typer.Option("cpu", help="cpu, cuda or cuda:N."),
         backbone: str = typer.Option("cnn-small", help="Backbone for both models (built-in, torchvision or timm)."),
         formats: str = typer.Option("fp32,bf16", help="Comma-separated number formats of the neuron campaigns."),
+        small_input: bool = typer.Option(False, help="CIFAR-style stem for ResNets (3x3, stride 1, no max-pool)."),
         epochs: Optional[int] = typer.Option(None, help="Training epochs (default 3)."),
         limit_train: Optional[int] = typer.Option(None, help="Training images (default 20000; 0 = all)."),
         n_faults: Optional[int] = typer.Option(None, help="Neuron faults per layer (default 256)."),
@@ -53,7 +54,7 @@ def register(app: typer.Typer) -> None:
         """Train a baseline and a text-guided model on Fashion-MNIST, inject faults, write the report."""
         from headstrong.study import demo_config
 
-        train: dict = {}
+        train: dict = {"small_input": small_input} if small_input else {}
         if epochs is not None:
             train["epochs"] = epochs
         if limit_train is not None:
