@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+import torch
 
 from headstrong.study import demo_config, run_study
 
@@ -26,8 +27,17 @@ def tiny_demo(out: Path, formats: tuple[str, ...] = ("fp32", "bf16")):
 
 
 
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """Same thread count here and in the killed subprocess: float sums then round alike."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture(scope="module")
-def finished_demo(tmp_path_factory: pytest.TempPathFactory):
+def finished_demo(tmp_path_factory: pytest.TempPathFactory, one_thread):
     out = tmp_path_factory.mktemp("demo") / "run"
     return run_study(tiny_demo(out), progress=False)
 
@@ -69,7 +79,9 @@ def test_demo_refuses_a_different_study_in_the_same_folder(finished_demo) -> Non
 def test_demo_killed_mid_run_resumes_to_the_same_result(tmp_path: Path, finished_demo) -> None:
     out = tmp_path / "killed"
     script = textwrap.dedent(f"""
+        import torch
         from headstrong.study import demo_config, run_study
+        torch.set_num_threads(1)
         config = demo_config(out={str(out)!r}, train={TINY_TRAIN!r}, campaign={TINY_CAMPAIGN!r})
         run_study(config, progress=False)
     """)
