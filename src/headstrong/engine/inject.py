@@ -67,14 +67,26 @@ def inject(
     faults: FaultSet | Iterable[Mapping[str, Any]],
     fmt: Any = "fp32",
     range_detector: bool = True,
+    fault_model: Any = None,
 ) -> torch.Tensor:
     """Logits ``[len(faults), len(x), num_classes]``: each fault applied alone to every input.
+
+    ``fault_model`` (a name from ``headstrong.faults.list_fault_models()`` or a model object)
+    turns single-site faults into that model's (``"stuck-at-1"``: the bit forced to 1); faults
+    sampled by a model (``FaultEdits``) carry their model and are applied whole, several edits
+    at once (``headstrong.engine.inject_edits`` also returns which pairs were masked).
 
     With format ``fmt``, every injectable layer's output (neuron faults) or weight (weight
     faults) is held in the format in the golden and the faulty run alike; integer formats take
     each layer's scale from max |x| over this ``x``, which also bounds the range detector.
     A fault's ``sample`` column is ignored here: every fault meets every input.
     """
+    from headstrong.faults.models import FaultEdits
+
+    if fault_model is not None or isinstance(faults, FaultEdits):
+        from headstrong.engine.edits import inject_edits
+
+        return inject_edits(model, x, faults, fmt, range_detector, fault_model)[0]
     check_model(model)
     x = check_input(x)
     faults = as_faultset(faults)

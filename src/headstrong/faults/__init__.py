@@ -9,6 +9,14 @@ a whole batch of them with tensor operations.
 from __future__ import annotations
 
 from headstrong.faults.faultset import KINDS, FaultSet
+from headstrong.faults.models import (
+    FaultEdits,
+    FaultModel,
+    get_fault_model,
+    list_fault_models,
+    register_fault_model,
+)
 from headstrong.faults.sampling import sample_neuron_faults, sample_size, sample_weight_faults
 
-__all__ = ["KINDS", "FaultSet", "sample_neuron_faults", "sample_size", "sample_weight_faults"]
+__all__ = ["KINDS", "FaultEdits", "FaultModel", "FaultSet", "get_fault_model", "list_fault_models",
+           "register_fault_model", "sample_neuron_faults", "sample_size", "sample_weight_faults"]
