@@ -83,6 +83,10 @@ def make_evaluator(model: torch.nn.Module, job: Job, device: str | torch.device)
         (job.images[i : i + job.batch_size], job.labels[i : i + job.batch_size])
         for i in range(0, job.images.shape[0], job.batch_size)
     )
+    if job.spec.fault_model != "flip":  # the planned sites become the model's faults
+        from headstrong.engine.edit_evaluator import FaultModelEvaluator
+
+        return FaultModelEvaluator(evaluator, job.spec.fault_model_object(), job.spec.seed)
     return evaluator
 
 
@@ -151,7 +155,11 @@ def _records(
     }
     for key in ("golden_pred", "faulty_pred", "golden_loss", "faulty_loss", "delta_loss", "top2_diff", "nonfinite"):
         frame[key] = outcome[key].detach().cpu().numpy()
-    return pd.DataFrame(frame, columns=list(RECORD_COLUMNS))
+    columns = list(RECORD_COLUMNS)
+    if "masked" in outcome:  # fault models other than flip: the pair changed no bit
+        frame["masked"] = outcome["masked"].detach().cpu().numpy()
+        columns.append("masked")
+    return pd.DataFrame(frame, columns=columns)
 
 
 def run_campaign(

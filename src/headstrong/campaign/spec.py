@@ -16,6 +16,8 @@ from typing import Any, Sequence
 import tomli_w
 
 KINDS = ("neuron", "weight")
+# spec option: (the fault model it belongs to, an example value)
+FAULT_OPTIONS = {"ber": ("ber", "1e-7"), "k": ("multi-bit", "2"), "sites": ("multi-site", "4")}
 BIT_FIELDS = ("sign", "exponent", "mantissa")
 
 @dataclass(frozen=True)
@@ -43,6 +45,10 @@ class CampaignSpec:
     seed: int = 0
     only_correct: bool = True
     max_images: int | None = None
+    fault_model: str = "flip"  # headstrong.faults.models: flip, stuck-at-0/1, multi-bit, multi-site, ber, metadata
+    ber: float | None = None  # the bit-error rate p of "ber"
+    k: int | None = None  # bits per fault of "multi-bit"
+    sites: int | None = None  # faults per inference of "multi-site"
 
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
@@ -76,6 +82,31 @@ class CampaignSpec:
         for name in ("range_detector", "per_bit", "only_correct"):
             if not isinstance(getattr(self, name), bool):
                 raise ValueError(f"{name} must be true or false; got {getattr(self, name)!r}")
+        self.fault_model_object()  # unknown names, bad parameters, a model that does not fit fmt
+
+    def fault_model_object(self) -> Any:
+        """The campaign's fault model (``headstrong.faults.models``), checked against ``fmt``."""
+        from headstrong import formats
+        from headstrong.faults.models import get_fault_model
+
+        if not isinstance(self.fault_model, str) or not self.fault_model:
+            raise ValueError(f"fault_model must be a fault model name such as 'stuck-at-1'; got {self.fault_model!r}")
+        name = self.fault_model.strip().lower()
+        given = {option: getattr(self, option) for option in FAULT_OPTIONS if getattr(self, option) is not None}
+        for option in given:
+            if FAULT_OPTIONS[option][0] != name:
+                raise ValueError(
+                    f"{option} is only for fault model {FAULT_OPTIONS[option][0]!r}; fault model {self.fault_model!r} "
+                    f"takes {', '.join(o for o, (m, _) in FAULT_OPTIONS.items() if m == name) or 'no options'}"
+                )
+        needed = [option for option, (model, _) in FAULT_OPTIONS.items() if model == name and option not in given]
+        if needed:
+            raise ValueError(f"fault model {name!r} needs {needed[0]} (e.g. {needed[0]}={FAULT_OPTIONS[needed[0]][1]})")
+        params = {"p": self.ber, "k": self.k, "n": self.sites}
+        model = get_fault_model(name, **{k: v for k, v in params.items() if v is not None})
+        if name != "flip":  # a flip campaign checks its format when it runs, as before
+            model.check(formats.get(self.fmt))
+        return model
 
     # --- serialisation -------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
@@ -83,8 +114,8 @@ class CampaignSpec:
         out: dict[str, Any] = {}
         for field in dataclasses.fields(self):
             value = getattr(self, field.name)
-            if value is None:
-                continue
+            if value is None or (field.name == "fault_model" and value == "flip"):
+                continue  # a flip campaign's manifest reads as it did before fault models
             out[field.name] = list(value) if isinstance(value, tuple) else value
         return out
 
@@ -135,7 +166,20 @@ def _normalise_bits(bits: Any) -> str | tuple[int, ...] | None:
 
 
 def resolve_bits(spec: CampaignSpec, fmt: Any) -> list[int]:
-    """The bit positions the spec means under a number format (bit 0 = least significant)."""
+    """The bit positions the spec means under a number format (bit 0 = least significant).
+
+    Metadata faults take positions in the metadata (the float32 scale, a bfp exponent field);
+    multi-bit bursts start at a planned bit and need k bits from it."""
+    if spec.fault_model == "metadata":
+        if spec.bits is not None and not isinstance(spec.bits, tuple):
+            raise ValueError(f"metadata faults take bit positions of the metadata or 'all', not {spec.bits!r}")
+        width = fmt.metadata_bits
+        bad = [b for b in (spec.bits or ()) if b >= width]
+        if bad:
+            raise ValueError(f"bit(s) {bad} do not exist in {fmt.name}'s metadata; expected positions 0..{width - 1}")
+        return list(spec.bits) if spec.bits else list(range(width))
+    if spec.fault_model == "multi-bit" and spec.bits is None:
+        return list(range(fmt.bits - int(spec.k or 1) + 1))
     if spec.bits is None:
         return list(range(fmt.bits))
     if isinstance(spec.bits, tuple):

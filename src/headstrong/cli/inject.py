@@ -106,6 +106,12 @@ def inject(
     ),
     range_detector: Optional[bool] = typer.Option(None, "--range-detector/--no-range-detector", help="Clamp flipped activations to the profiled range (default on)."),
     max_images: Optional[int] = typer.Option(None, "--max-images", help="Consider the first N images only."),
+    fault_model: Optional[str] = typer.Option(
+        None, "--fault-model", help="flip, stuck-at-0, stuck-at-1, multi-bit, multi-site, ber, metadata [default: flip]."
+    ),
+    ber: Optional[float] = typer.Option(None, "--ber", help="Bit-error rate p of --fault-model ber, in [0, 1]."),
+    k: Optional[int] = typer.Option(None, "--k", help="Bits per fault of --fault-model multi-bit."),
+    sites: Optional[int] = typer.Option(None, "--sites", help="Faults per inference of --fault-model multi-site."),
     num_classes: Optional[int] = typer.Option(None, "--num-classes", help="Classes of a model given by name."),
     in_chans: Optional[int] = typer.Option(None, "--in-chans", help="Input channels of a model given by name."),
     device: str = typer.Option("cpu", "--device", help="cpu, cuda, cuda:1 ..."),
@@ -129,6 +135,7 @@ def inject(
             "kind": kind, "layers": parse_layers(layers), "fmt": fmt, "bits": parse_bits(bits),
             "n_faults": n_faults, "margin": margin, "confidence": confidence, "per_bit": per_bit, "seed": seed,
             "only_correct": only_correct, "range_detector": range_detector, "max_images": max_images,
+            "fault_model": fault_model, "ber": ber, "k": k, "sites": sites,
         })  # fmt: skip
         from headstrong.data import load_dataset
 

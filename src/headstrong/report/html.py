@@ -48,6 +48,14 @@ def build_report(
          plots.delta_loss_per_layer(per_layer, out_dir / "delta_loss_per_layer.png")),
         ("Mismatch rate per bit position", plots.mismatch_heatmap(per_bit, out_dir / "mismatch_per_bit.png")),
     ]
+    from headstrong.report import fault_models
+
+    if not fault_models.ber_points(runs, labels).empty:
+        figures.append(("Accuracy against bit-error rate (ber runs; a curve per model)",
+                        fault_models.accuracy_vs_ber(runs, labels, out_dir / "accuracy_vs_ber.png")))
+    if not fault_models.masked_shares(runs, labels).empty:
+        figures.append(("Masked share of stuck-at faults per layer (the stuck bit already held its value)",
+                        fault_models.masked_share(runs, labels, out_dir / "masked_share.png")))
     if len(runs) > 1:
         figures.append(("Mismatch rate per layer, side by side",
                         plots.side_by_side(per_layer, "mismatch_rate", out_dir / "mismatch_per_layer.png")))
