@@ -173,3 +173,11 @@ def test_parameters_are_checked() -> None:
     with pytest.raises(ValueError, match="unknown fault kind 'bias'"):
         get_fault_model("flip").sample(LAYERS, 3, "int8", kind="bias")
     assert formats.get("int8").metadata_bits == 32
+
+
+def test_sites_with_bits_outside_the_format_name_it() -> None:
+    sites = FaultSet(["neuron"], ["conv1"], [3], [14])
+    with pytest.raises(ValueError, match="bit 14 is out of range for int8; allowed bits are 0..7"):
+        get_fault_model("stuck-at-1").from_sites(sites, "int8")
+    with pytest.raises(ValueError, match="bit 14 is out of range for bfp8_16's metadata; allowed bits are 0..7"):
+        get_fault_model("metadata").from_sites(sites, "bfp8_16")

@@ -317,7 +317,7 @@ class Flip(_SingleSite):
     name = "flip"
 
     def _edit_of(self, bit: torch.Tensor, fmt: formats.NumberFormat) -> tuple[str, torch.Tensor]:
-        return "flip", _bit_masks(bit, fmt.bits)
+        return "flip", _bit_masks(bit, fmt.bits, fmt.name)
 
 
 class StuckAt(_SingleSite):
@@ -328,7 +328,7 @@ class StuckAt(_SingleSite):
         self.name = f"stuck-at-{value}"
 
     def _edit_of(self, bit: torch.Tensor, fmt: formats.NumberFormat) -> tuple[str, torch.Tensor]:
-        return f"set{self.value}", _bit_masks(bit, fmt.bits)
+        return f"set{self.value}", _bit_masks(bit, fmt.bits, fmt.name)
 
 
 class MultiBit(_SingleSite):
@@ -409,7 +409,7 @@ class Metadata(_SingleSite):
         return choices
 
     def _edit_of(self, bit: torch.Tensor, fmt: formats.NumberFormat) -> tuple[str, torch.Tensor]:
-        return "meta", _bit_masks(bit, fmt.metadata_bits)
+        return "meta", _bit_masks(bit, fmt.metadata_bits, f"{fmt.name}'s metadata")
 
 
 class MultiSite(FaultModel):
@@ -436,7 +436,7 @@ class MultiSite(FaultModel):
         choices = self.bit_choices(fmt, bits)
         bit = choices[torch.randint(0, len(choices), (count * self.n,), generator=generator)]
         fault = torch.arange(count).repeat_interleave(self.n)
-        return FaultEdits(fault, kind, names, index, "flip", _bit_masks(bit, fmt.bits), None, count, self.name, kind)
+        return FaultEdits(fault, kind, names, index, "flip", _bit_masks(bit, fmt.bits, fmt.name), None, count, self.name, kind)
 
 
 class BitErrorRate(FaultModel):
@@ -484,11 +484,11 @@ class BitErrorRate(FaultModel):
                           cat["sample"], count, self.name, kind)
 
 
-def _bit_masks(bit: torch.Tensor, width: int) -> torch.Tensor:
+def _bit_masks(bit: torch.Tensor, width: int, where: str) -> torch.Tensor:
     bit = torch.as_tensor(bit, dtype=torch.int64)
     if len(bit) and (int(bit.min()) < 0 or int(bit.max()) >= width):
         bad = int(bit.min()) if int(bit.min()) < 0 else int(bit.max())
-        raise ValueError(f"bit {bad} is out of range; allowed bits are 0..{width - 1}")
+        raise ValueError(f"bit {bad} is out of range for {where}; allowed bits are 0..{width - 1}")
     return torch.bitwise_left_shift(torch.ones_like(bit), bit)
 
 
