@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from headstrong.engine.edits import META, NEURON, WEIGHT, edit_tensor, edited_elements
+from headstrong.engine.edits import META, NEURON, WEIGHT, _edit_sparse, edit_tensor, edited_elements
 from headstrong.engine.sites import apply_weight_faults, supports_delta
 from headstrong.faults.faultset import KINDS, FaultSet
 from headstrong.faults.models import FaultEdits, get_fault_model
@@ -38,6 +38,7 @@ class EditEvaluator:
         self.ev = evaluator
         self.paths: dict[str, int] = {}
         self._diagonal = False
+        self._scratch: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
 
     def _count(self, path: str, pairs: int) -> None:
         self.paths[path] = self.paths.get(path, 0) + pairs
@@ -300,6 +301,16 @@ class EditEvaluator:
             self._store(out, logits, golden, y, pf[start:stop], pn[start:stop], ph[start:stop])
         self._count("hooks", len(pf))
 
+    def _scratch_weight(self, layer: str) -> torch.Tensor:
+        """A private copy of the layer's held weight, made once: edits go into it in place and
+        are undone after the pass, so a fault of many edits never copies whole weights."""
+        held = self._held_weight(layer)
+        source, copy = self._scratch.get(layer, (None, None))
+        if source is not held:  # first use, or the evaluator was profiled again
+            copy = held.clone()
+            self._scratch[layer] = (held, copy)
+        return copy
+
     def _weights_full(self, x: torch.Tensor, y: torch.Tensor, edits: FaultEdits, f: int,
                       out: dict[str, torch.Tensor]) -> None:
         """One fault of many weight edits: the edited weights, one pass over all images."""
@@ -308,17 +319,31 @@ class EditEvaluator:
         e = edits.edits_of(f)
         state = dict(ev._state("weight") or {})
         changed = False
-        for lid in edits.layer_ids[e].unique().tolist():
-            name = edits.layer_names[lid]
-            mine = e[edits.layer_ids[e] == lid]
-            weight = self._held_weight(name)
-            new, hit = edit_tensor(weight.unsqueeze(0), ev._w_fmt[name], torch.zeros_like(mine),
-                                   edits.index[mine], edits.op_codes[mine], edits.mask[mine])
-            new = new[0]
-            state[f"{name}.weight"] = new
-            changed = changed or bool(hit.any())
-        images = torch.tensor([f]) if self._diagonal else torch.arange(n_x)
-        logits = ev._call(ev.model, state, x.index_select(0, images.to(x.device)))
+        undo: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = []
+        try:
+            for lid in edits.layer_ids[e].unique().tolist():
+                name = edits.layer_names[lid]
+                mine = e[edits.layer_ids[e] == lid]
+                weight = self._held_weight(name)
+                if bool((edits.op_codes[mine] == META).any()):  # the whole tensor depends on it
+                    new, hit = edit_tensor(weight.unsqueeze(0), ev._w_fmt[name], torch.zeros_like(mine),
+                                           edits.index[mine], edits.op_codes[mine], edits.mask[mine])
+                    state[f"{name}.weight"] = new[0]
+                else:
+                    scratch = self._scratch_weight(name)
+                    device = scratch.device
+                    keys, _, values, hit = _edit_sparse(scratch, ev._w_fmt[name], edits.index[mine].to(device),
+                                                        edits.op_codes[mine].to(device), edits.mask[mine].to(device))
+                    flat = scratch.view(-1)
+                    undo.append((flat, keys, flat[keys].clone()))
+                    flat[keys] = values.to(flat.dtype)
+                    state[f"{name}.weight"] = scratch
+                changed = changed or bool(hit.any())
+            images = torch.tensor([f]) if self._diagonal else torch.arange(n_x)
+            logits = ev._call(ev.model, state, x.index_select(0, images.to(x.device)))
+        finally:
+            for flat, keys, old in undo:
+                flat[keys] = old
         pf = torch.full((len(images),), f, dtype=torch.int64)
         self._store(out, logits, golden, y, pf, images, torch.full((len(images),), changed))
         self._count("weights", len(images))
