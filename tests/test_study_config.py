@@ -56,3 +56,12 @@ def test_study_command_rejects_a_bad_file_before_running(tmp_path: Path) -> None
     assert result.exit_code == 2
     assert "unknown key(s) 'format' in [study]" in result.output
     assert not (tmp_path / "runs").exists()
+
+
+def test_missing_or_invalid_study_file_is_named(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="study config .*nope.toml' does not exist"):
+        load_study(tmp_path / "nope.toml")
+    bad = tmp_path / "bad.toml"
+    bad.write_text("[study\n")
+    with pytest.raises(ValueError, match="study config .*bad.toml' is not valid TOML"):
+        load_study(bad)

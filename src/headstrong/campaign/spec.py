@@ -136,17 +136,21 @@ class CampaignSpec:
 
     @classmethod
     def from_toml(cls, path: str | Path) -> "CampaignSpec":
-        path = Path(path)
-        if not path.is_file():
-            raise ValueError(f"campaign spec file {str(path)!r} does not exist or is not a file")
-        try:
-            data = tomllib.loads(path.read_text())
-        except tomllib.TOMLDecodeError as error:
-            raise ValueError(f"campaign spec file {str(path)!r} is not valid TOML: {error}") from None
-        return cls.from_dict(data)
+        return cls.from_dict(read_toml(path, "campaign spec file"))
 
     def replace(self, **changes: Any) -> "CampaignSpec":
         return dataclasses.replace(self, **changes)
+
+
+def read_toml(path: str | Path, what: str) -> dict[str, Any]:
+    """A TOML file as a dict; a missing file or bad TOML is a ValueError naming ``what`` and the path."""
+    path = Path(path)
+    if not path.is_file():
+        raise ValueError(f"{what} {str(path)!r} does not exist or is not a file")
+    try:
+        return tomllib.loads(path.read_text())
+    except tomllib.TOMLDecodeError as error:
+        raise ValueError(f"{what} {str(path)!r} is not valid TOML: {error}") from None
 
 
 def _normalise_bits(bits: Any) -> str | tuple[int, ...] | None:

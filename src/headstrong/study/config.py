@@ -7,7 +7,6 @@ what is allowed), because a typo found after an hour of training costs the hour.
 from __future__ import annotations
 
 import dataclasses
-import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -136,11 +135,6 @@ def parse_study(data: dict[str, Any]) -> StudyConfig:
 
 def load_study(path: str | Path) -> StudyConfig:
     """Read and validate a study TOML file."""
-    path = Path(path)
-    if not path.is_file():
-        raise ValueError(f"study config {str(path)!r} does not exist or is not a file")
-    try:
-        data = tomllib.loads(path.read_text())
-    except tomllib.TOMLDecodeError as error:
-        raise ValueError(f"study config {str(path)!r} is not valid TOML: {error}") from None
-    return parse_study(data)
+    from headstrong.campaign.spec import read_toml
+
+    return parse_study(read_toml(path, "study config"))

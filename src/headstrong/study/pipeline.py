@@ -49,9 +49,20 @@ class CellResult:
 
 
 @dataclass
+class Comparison:
+    """One text-guided cell against the baseline of its backbone and seed, in one campaign."""
+
+    baseline: CellResult
+    text: CellResult
+    campaign: str
+    table: pd.DataFrame  # ``report.compare.compare_runs`` of the two runs
+
+
+@dataclass
 class StudyResult:
     config: StudyConfig
     cells: list[CellResult]
+    pairs: list[Comparison]
     comparisons: pd.DataFrame  # one row per (text cell, campaign, matched layer)
     summary: pd.DataFrame  # one row per (backbone, init, seed, campaign): last-layer and overall improvement
     out: Path
@@ -134,25 +145,31 @@ def _eval_data(config: StudyConfig) -> tuple[torch.Tensor, torch.Tensor]:
     return torch.stack(images), torch.as_tensor(labels)
 
 
-def compare_cells(config: StudyConfig, cells: list[CellResult]) -> tuple[pd.DataFrame, pd.DataFrame]:
+def compare_cells(cells: list[CellResult]) -> list[Comparison]:
     """Every text-guided cell against the baseline of its backbone and seed, per campaign."""
     from headstrong.report.compare import compare_runs
 
     baselines = {(r.cell.backbone, r.cell.seed): r for r in cells if r.cell.is_baseline}
-    tables, rows = [], []
-    for result in cells:
-        if result.cell.is_baseline:
+    pairs = []
+    for text in cells:
+        if text.cell.is_baseline:
             continue
-        base = baselines[(result.cell.backbone, result.cell.seed)]
-        for name, run in result.campaigns.items():
-            if name not in base.campaigns:
-                continue
-            table = compare_runs(base.campaigns[name], run)
-            keys = dict(backbone=result.cell.backbone, init=result.cell.init, seed=result.cell.seed, campaign=name)
-            tables.append(table.assign(**keys))
-            rows.append({**keys, **_headline(table, base, result, name)})
-    comparisons = pd.concat(tables, ignore_index=True) if tables else pd.DataFrame()
-    return comparisons, pd.DataFrame(rows)
+        base = baselines[(text.cell.backbone, text.cell.seed)]
+        for name, run in text.campaigns.items():
+            if name in base.campaigns:
+                pairs.append(Comparison(base, text, name, compare_runs(base.campaigns[name], run)))
+    return pairs
+
+
+def tabulate(pairs: list[Comparison]) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """All matched layers of every comparison, and the headline row of each."""
+    tables, rows = [], []
+    for pair in pairs:
+        keys = dict(backbone=pair.text.cell.backbone, init=pair.text.cell.init, seed=pair.text.cell.seed,
+                    campaign=pair.campaign)
+        tables.append(pair.table.assign(**keys))
+        rows.append({**keys, **_headline(pair.table, pair.baseline, pair.text, pair.campaign)})
+    return (pd.concat(tables, ignore_index=True) if tables else pd.DataFrame()), pd.DataFrame(rows)
 
 
 def _headline(table: pd.DataFrame, base: CellResult, text: CellResult, name: str) -> dict[str, Any]:
@@ -189,10 +206,11 @@ def run_study(config: StudyConfig, *, progress: bool = True, say: Optional[Say] 
     say = say or (lambda message: None)
     eval_data = _eval_data(config)
     cells = [run_cell(config, cell, eval_data, out, say, progress) for cell in grid(config)]
-    comparisons, summary = compare_cells(config, cells)
+    pairs = compare_cells(cells)
+    comparisons, summary = tabulate(pairs)
     comparisons.to_csv(out / "comparisons.csv", index=False)
     summary.to_csv(out / "summary.csv", index=False)
-    result = StudyResult(config, cells, comparisons, summary, out)
+    result = StudyResult(config, cells, pairs, comparisons, summary, out)
     say("[bold]report[/]")
     result.report = write_study_report(result)
     return result

@@ -81,26 +81,18 @@ def cost_rows(cells: list[Any]) -> tuple[list[str], list[list[str]]]:
 
 def write_study_report(result: Any) -> Path:
     """Write ``report.html`` and ``summary.md`` (and one detailed report per comparison)."""
-    from headstrong.report.compare import compare_runs
     from headstrong.report.html import build_report
 
     out = Path(result.out) / "report"
     out.mkdir(parents=True, exist_ok=True)
-    baselines = {(r.cell.backbone, r.cell.seed): r for r in result.cells if r.cell.is_baseline}
     details: list[tuple[str, Path]] = []
-    for text in result.cells:
-        if text.cell.is_baseline:
-            continue
-        base = baselines[(text.cell.backbone, text.cell.seed)]
-        for name, run in text.campaigns.items():
-            if name not in base.campaigns:
-                continue
-            folder = out / f"{text.cell.name}__{name}"
-            page = build_report(
-                [base.campaigns[name], run], folder, labels=[f"{base.cell.name} {name}", f"{text.cell.name} {name}"],
-                comparison=compare_runs(base.campaigns[name], run),
-            )
-            details.append((f"{text.cell.name} vs {base.cell.name}: {name}", page))
+    for pair in result.pairs:
+        base, text, name = pair.baseline, pair.text, pair.campaign
+        page = build_report(
+            [base.campaigns[name], text.campaigns[name]], out / f"{text.cell.name}__{name}",
+            labels=[f"{base.cell.name} {name}", f"{text.cell.name} {name}"], comparison=pair.table,
+        )
+        details.append((f"{text.cell.name} vs {base.cell.name}: {name}", page))
 
     table = aggregate(result.summary)
     headings, rows = headline_rows(table)
