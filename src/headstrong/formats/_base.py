@@ -54,25 +54,8 @@ class NumberFormat(ABC):
         scale, or its blocks, from the subset).
         """
         q = self.quantize(x)
-        if q.dim() == 0:
-            raise ValueError(
-                f"{self.name}: flip_at needs a tensor with a sample dimension, got a 0-d tensor"
-            )
-        n, per_sample = q.shape[0], q[0].numel() if q.shape[0] else 0
-        integer = isinstance(index, torch.Tensor) and not index.is_floating_point()
-        if not integer or index.dtype == torch.bool:
-            raise TypeError(f"{self.name}: index must be an integer tensor of shape ({n},)")
-        if index.shape != (n,):
-            raise ValueError(
-                f"{self.name}: index has shape {tuple(index.shape)}; expected ({n},), one flat "
-                "index per sample"
-            )
-        index = index.to(device=q.device, dtype=torch.int64)
-        lo, hi = torch.stack(torch.aminmax(index)).tolist() if n else (0, 0)
-        if n and (lo < 0 or hi >= per_sample):
-            raise ValueError(
-                f"{self.name}: index out of range; allowed flat indices are 0..{per_sample - 1}"
-            )
+        index = self._check_index(q, index)
+        n = q.shape[0]
         if isinstance(bit, torch.Tensor) and bit.dim() > 0:
             if bit.shape != (n,):
                 raise ValueError(
@@ -182,8 +165,8 @@ class NumberFormat(ABC):
             "exponents (bfpM_B, e.g. bfp8_16)"
         )
 
-    def _check_at(self, q: torch.Tensor, index: torch.Tensor, bit: Bit, bits: int) -> tuple[torch.Tensor, Bit]:
-        """``index`` (one flat index per sample of ``q``) and ``bit`` (below ``bits``), checked."""
+    def _check_index(self, q: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+        """``index``, one flat index per sample of ``q`` (dimension 0), checked; as int64 on q's device."""
         if q.dim() == 0:
             raise ValueError(f"{self.name}: needs a tensor with a sample dimension, got a 0-d tensor")
         n, per_sample = q.shape[0], q[0].numel() if q.shape[0] else 0
@@ -195,10 +178,17 @@ class NumberFormat(ABC):
                 "index per sample"
             )
         index = index.to(device=q.device, dtype=torch.int64)
-        if n and (int(index.min()) < 0 or int(index.max()) >= per_sample):
+        lo, hi = torch.stack(torch.aminmax(index)).tolist() if n else (0, 0)  # one device sync
+        if n and (lo < 0 or hi >= per_sample):
             raise ValueError(
                 f"{self.name}: index out of range; allowed flat indices are 0..{per_sample - 1}"
             )
+        return index
+
+    def _check_at(self, q: torch.Tensor, index: torch.Tensor, bit: Bit, bits: int) -> tuple[torch.Tensor, Bit]:
+        """``index`` (one flat index per sample of ``q``) and ``bit`` (below ``bits``), checked."""
+        index = self._check_index(q, index)
+        n = q.shape[0]
         bit = check_bit(bit, bits, f"{self.name} metadata", q.device)
         if isinstance(bit, torch.Tensor) and bit.dim() > 0 and bit.shape != (n,):
             raise ValueError(f"{self.name}: bit has shape {tuple(bit.shape)}; expected ({n},) or an int")
