@@ -22,13 +22,14 @@ import functools
 import hashlib
 import json
 import os
-import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Callable, Optional
 
 import torch
 import torch.nn.functional as F
+
+from headstrong._atomic import atomic_torch_save
 
 __all__ = ["encode_classes", "encode_texts", "encode_names", "list_encoders", "cache_path", "default_cache_dir"]
 
@@ -235,7 +236,7 @@ def encode_classes(
         start += len(ts)
     emb = F.normalize(torch.stack(rows), dim=1).contiguous()
     if cache:
-        _save_atomic({"embeddings": emb, "classes": list(desc), "encoder": encoder}, path)
+        atomic_torch_save({"embeddings": emb, "classes": list(desc), "encoder": encoder}, path)
     return emb
 
 
@@ -246,13 +247,3 @@ def encode_names(
     return encode_classes({c: [template.format(c)] for c in classes}, encoder, **kwargs)
 
 
-def _save_atomic(obj: object, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-    os.close(fd)
-    try:
-        torch.save(obj, tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
