@@ -9,7 +9,6 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Iterator
 
 import pandas as pd
 import pytest
@@ -17,21 +16,11 @@ import torch
 from torch import nn
 
 import headstrong as hs
+from _models import one_thread  # noqa: F401  (autouse fixture: one intra-op thread per test)
 from headstrong.campaign import storage
 
 HERE = Path(__file__).resolve().parent
 LAYOUT = {"batch_size": 8, "chunk_size": 16}
-
-
-@pytest.fixture(autouse=True)
-def one_thread() -> Iterator[None]:
-    """Tiny models run far faster on one thread, above all on a busy machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(threads)
 
 
 def tiny_model() -> nn.Module:
