@@ -116,3 +116,26 @@ def test_bad_arguments_are_clear_errors() -> None:
         est.get("is-b", pilot=0)
     with pytest.raises(ValueError, match="one accuracy per site"):
         TableOracle(space, np.zeros(3), SA)
+
+
+def test_is_b_pilot_reads_the_subset_table_and_pays_for_it() -> None:
+    space = _space()
+    full, subset = _table(space), np.full(space.size, SA)  # the subset shows no harm at all
+    oracle = TableOracle(space, full, SA, n_images=200, subsets={25: (subset, SA)})
+    isb = est.get("is-b", pilot=64)
+    result = isb.estimate(oracle, samples=20)
+    assert np.all(result.harm == 0)  # harm measured on the subset, not on the full table
+    assert result.pilot_cost == pytest.approx(result.pilot * 25 / 200)
+    whole = est.get("is-b", pilot=64, pilot_images=None).estimate(oracle, samples=20)
+    assert whole.harm[7] > 0 and whole.pilot_cost == whole.pilot
+
+
+def test_pilot_subsets_that_are_missing_or_wrong_are_clear_errors() -> None:
+    space = _space()
+    oracle = TableOracle(space, _table(space), SA, n_images=200)
+    with pytest.raises(ValueError, match="no table for the first 25 of 200 images"):
+        est.get("is-b").estimate(oracle, samples=10)
+    with pytest.raises(ValueError, match="pilot_images"):
+        est.get("is-b", pilot_images=0)
+    with pytest.raises(ValueError, match="one accuracy per site"):
+        TableOracle(space, _table(space), SA, n_images=200, subsets={25: (np.zeros(2), SA)})

@@ -26,7 +26,8 @@ def ra_command(
     fmt: str = typer.Option("fp16", "--fmt", help="Number format the accelerator holds tensors in."),
     dataset: Optional[str] = typer.Option(None, help="Evaluation data set (default: the checkpoint's)."),
     max_images: int = typer.Option(200, "--max-images", help="Size of the fixed evaluation set."),
-    pilot: Optional[int] = typer.Option(None, help="is-b pilot faults (default 8 per bit)."),
+    pilot: Optional[int] = typer.Option(None, help="is-b pilot faults (default 16 per bit)."),
+    pilot_images: int = typer.Option(25, "--pilot-images", help="Images each is-b pilot fault runs on."),
     seed: int = typer.Option(0, help="Seed of the draws and of the evaluation subset."),
     range_detector: bool = typer.Option(False, help="Clamp flipped activations (GoldenEye's detector)."),
     out: Path = typer.Option(Path("runs/ra"), help="Folder for results.json and convergence.png."),
@@ -41,9 +42,11 @@ def ra_command(
         names = _parse_estimators(estimator)
         if samples < 1:
             raise ValueError(f"--samples {samples}: must be >= 1")
+        if pilot_images < 1:
+            raise ValueError(f"--pilot-images {pilot_images}: must be >= 1")
         hardware = Accelerator.load(accelerator)
         estimates, oracle, exact = _run(checkpoint, hardware, names, samples, fmt, dataset, max_images,
-                                        pilot, seed, range_detector, console)
+                                        (pilot, pilot_images), seed, range_detector, console)
     except ValueError as error:
         typer.echo(f"Error: {error}", err=True)
         raise typer.Exit(2) from None
@@ -60,7 +63,8 @@ def ra_command(
         "images": len(oracle.x), "sa": oracle.sa, "distinct_sites_evaluated": oracle.evaluated,
         "estimates": {
             k: {"ra": e.ra, "ci": list(e.ci), "software": e.software, "software_ci": list(e.software_ci),
-                "samples": e.samples, "std": e.std, "pilot": e.pilot}
+                "samples": e.samples, "std": e.std, "pilot": e.pilot,
+                "pilot_cost": e.pilot_cost}
             for k, e in estimates.items()
         },
     }
@@ -101,7 +105,7 @@ def _run(checkpoint, accelerator, names, samples, fmt, dataset, max_images, pilo
             bar.update(task, description=f"{phase}: sites", completed=done, total=max(total, 1))
 
         for name in names:
-            params = {"pilot": pilot} if name == "is-b" else {}
+            params = {"pilot": pilot[0], "pilot_images": pilot[1]} if name == "is-b" else {}
             estimates[name] = get(name, **params).estimate(oracle, samples=samples, seed=seed, progress=progress)
     exact = estimates["exact"].ra if "exact" in estimates else None
     return estimates, oracle, exact
@@ -118,8 +122,9 @@ def _table(estimates, oracle, exact):  # noqa: ANN001, ANN202
     table.add_row("SA (no fault)", "", f"{oracle.sa * 100:.2f}%", "", "")
     for name, e in estimates.items():
         interval = "exact" if name == "exact" else f"[{e.ci[0] * 100:.2f}, {e.ci[1] * 100:.2f}]"
-        count = f"{e.samples}" + (f" + {e.pilot} pilot" if e.pilot else "")
+        count = f"{e.samples}" + (f" + {e.pilot_cost:.0f} (pilot)" if e.pilot else "")
         table.add_row(name, count, f"{e.ra * 100:.2f}%", interval, f"{e.software * 100:.2f}%")
     table.caption = (f"control faults: {oracle.space.p_control * 100:.1f}% of faults, "
-                     f"{acc.control_crash * 100:.0f}% of them crash; distinct sites measured: {oracle.evaluated}")
+                     f"{acc.control_crash * 100:.0f}% of them crash; distinct sites measured: {oracle.evaluated}; "
+                     f"pilot cost in full-set faults (pilot faults x pilot images / images)")
     return table

@@ -96,45 +96,70 @@ class EngineOracle:
         self.evaluator = FaultEvaluator(self.model, fmt=fmt, range_detector=range_detector, device=device,
                                         layers=taps, chunk_size=chunk_size)
         self.evaluator.profile([self.x])
-        self.golden = {
-            kind: float((self.evaluator.golden(self.x, self.y, kind=kind)["golden_pred"] == self.y.cpu()).float().mean())
-            for kind in ("neuron", "weight")
-        }
-        self.sa = self.golden["neuron"]
-        self._cache: dict[int, float] = {}
+        self.n_images = len(self.x)
+        self._golden: dict[int, dict[str, float]] = {}
+        self.sa = self.sa_on(self.n_images)
+        self._cache: dict[tuple[int, int], float] = {}  # (images, site) -> accuracy
+
+    @property
+    def golden(self) -> dict[str, float]:
+        """Fault-free accuracy over the whole set, per golden run (neuron, weight)."""
+        return self._golden_on(self.n_images)
+
+    def _golden_on(self, images: int) -> dict[str, float]:
+        if images not in self._golden:
+            x, y = self.x[:images], self.y[:images]
+            self._golden[images] = {
+                kind: float((self.evaluator.golden(x, y, kind=kind)["golden_pred"] == y.cpu()).float().mean())
+                for kind in ("neuron", "weight")
+            }
+        return self._golden[images]
+
+    def sa_on(self, images: int) -> float:
+        """SA over the first ``images`` images of the set."""
+        return self._golden_on(min(int(images), self.n_images))["neuron"]
 
     @property
     def evaluated(self) -> int:
-        return len(self._cache)
+        """Distinct sites measured, on any number of images."""
+        return len({site for _, site in self._cache})
 
-    def accuracy(self, ids: np.ndarray, progress: Optional[ProgressFn] = None) -> np.ndarray:
+    def accuracy(self, ids: np.ndarray, progress: Optional[ProgressFn] = None,
+                 images: Optional[int] = None) -> np.ndarray:
+        """A(j) over the set's first ``images`` images (all when None), each site measured once."""
+        m = self.n_images if images is None else min(int(images), self.n_images)
+        if m < 1:
+            raise ValueError(f"images = {images}: must be >= 1")
         ids = np.asarray(ids, dtype=np.int64)
-        todo = np.setdiff1d(ids, np.fromiter(self._cache, dtype=np.int64, count=len(self._cache)))
+        known = np.fromiter((site for n, site in self._cache if n == m), dtype=np.int64)
+        todo = np.setdiff1d(ids, known)
         total, done = len(todo), 0
         if progress is not None:
             progress(0, total)
         group = self.space.decode(todo)[0]
-        per_call = max(1, self.pairs // len(self.x))
+        per_call = max(1, self.pairs // m)
         for g in np.unique(group):
             sites = todo[group == g]
             for start in range(0, len(sites), per_call):
                 part = sites[start:start + per_call]
-                for site, acc in zip(part.tolist(), self._measure(int(g), part).tolist()):
-                    self._cache[site] = acc
+                for site, acc in zip(part.tolist(), self._measure(int(g), part, m).tolist()):
+                    self._cache[(m, site)] = acc
                 done += len(part)
                 if progress is not None:
                     progress(done, total)
-        return np.array([self._cache[int(i)] for i in ids], dtype=np.float64)
+        return np.array([self._cache[(m, int(i))] for i in ids], dtype=np.float64)
 
-    def _measure(self, group: int, ids: np.ndarray) -> np.ndarray:
+    def _measure(self, group: int, ids: np.ndarray, images: int) -> np.ndarray:
         from headstrong.faults import FaultSet
 
         _, element, bit = self.space.decode(ids)
         kind = self._kind[group]
         faults = FaultSet(kind, self._module[group], torch.as_tensor(element), torch.as_tensor(bit))
-        out = self.evaluator.evaluate_all_pairs(self.x, self.y, faults)
-        acc = (out["faulty_pred"] == self.y.cpu()).float().mean(1).double().numpy()
-        return self.sa - (self.golden[kind] - acc)
+        x, y = self.x[:images], self.y[:images]
+        out = self.evaluator.evaluate_all_pairs(x, y, faults)
+        acc = (out["faulty_pred"] == y.cpu()).float().mean(1).double().numpy()
+        golden = self._golden_on(images)
+        return golden["neuron"] - (golden[kind] - acc)
 
 
 def estimate(
@@ -149,6 +174,7 @@ def estimate(
     max_images: Optional[int] = None,
     range_detector: bool = False,
     pilot: Optional[int] = None,
+    pilot_images: Optional[int] = 25,
     progress: Optional[ProgressFn] = None,
     oracle: Optional[EngineOracle] = None,
     device: str = "cpu",
@@ -158,8 +184,9 @@ def estimate(
     ``data`` is the fixed evaluation set ((x, y) tensors, a Dataset or batches; the first
     ``max_images``). The range detector is off by default: the accelerator modelled has none.
     Pass ``oracle`` (from ``make_oracle``) to share measured sites between several estimators.
+    ``pilot`` and ``pilot_images`` size is-b's pilot campaign (16 faults per bit on 25 images).
     """
-    params = {"pilot": pilot} if estimator == "is-b" else {}
+    params = {"pilot": pilot, "pilot_images": pilot_images} if estimator == "is-b" else {}
     chosen = get(estimator, **params)  # unknown names fail before any engine work
     if estimator != "exact" and (isinstance(samples, bool) or not isinstance(samples, (int, np.integer)) or samples < 1):
         raise ValueError(f"samples = {samples!r}: must be an integer >= 1")

@@ -23,12 +23,20 @@ ProgressFn = Callable[[int, int, str], None]
 
 
 class AccuracyOracle(Protocol):
-    """Gives A(j), the accuracy over a fixed evaluation set with fault j in each inference."""
+    """Gives A(j), the accuracy over a fixed evaluation set with fault j in each inference.
+
+    ``images`` = m asks for the accuracy over the set's first m images only (is-b's pilot needs
+    no more to tell harmful bits from harmless ones); ``sa_on(m)`` is the fault-free accuracy there.
+    """
 
     space: SiteSpace
     sa: float
+    n_images: int
 
-    def accuracy(self, ids: np.ndarray, progress: Optional[ProgressFn] = None) -> np.ndarray: ...
+    def accuracy(self, ids: np.ndarray, progress: Optional[ProgressFn] = None,
+                 images: Optional[int] = None) -> np.ndarray: ...
+
+    def sa_on(self, images: int) -> float: ...
 
 
 @dataclass(frozen=True)
@@ -65,7 +73,8 @@ class RAEstimate:
     std: float  # per-sample standard deviation: half-width = 1.96 std / sqrt(samples)
     trace: np.ndarray = field(repr=False)
     n_evaluated: int = 0  # distinct sites whose accuracy this estimate used (pilot included)
-    pilot: int = 0
+    pilot: int = 0  # faults in is-b's pilot campaign
+    pilot_cost: float = 0.0  # the pilot's engine work in full-set faults: pilot x pilot images / images
     harm: Optional[np.ndarray] = field(default=None, repr=False)
     records: Optional[pd.DataFrame] = field(default=None, repr=False)
 
@@ -125,9 +134,12 @@ class Estimator:
     def pilot_size(self) -> int:
         return 0
 
+    def pilot_cost(self, oracle: AccuracyOracle) -> float:
+        return 0.0
+
     def estimate(self, oracle: AccuracyOracle, samples: int, seed: int = 0,
                  progress: Optional[ProgressFn] = None) -> RAEstimate:
-        if isinstance(samples, bool) or not isinstance(samples, (int, np.integer)) or samples < 1:
+        if not _positive_int(samples):
             raise ValueError(f"samples = {samples!r}: must be an integer >= 1")
         space, sa = oracle.space, oracle.sa
         rng = np.random.default_rng(seed)
@@ -148,12 +160,11 @@ class Estimator:
             "site": ids, "layer": space.layer[group], "type": space.type[group], "element": element,
             "bit": bit, "accuracy": acc, "weight": weight, "value": values,
         })
-        pilot = self.pilot_size()
         measured = np.union1d(unique, getattr(self, "pilot_ids_", np.zeros(0, dtype=np.int64)))
         return RAEstimate(
             estimator=self.name, ra=ra, ci=ci, sa=sa, software=software, software_ci=software_ci,
-            samples=int(samples), std=std, trace=trace, n_evaluated=len(measured), pilot=pilot,
-            harm=getattr(self, "harm_", None), records=records,
+            samples=int(samples), std=std, trace=trace, n_evaluated=len(measured), pilot=self.pilot_size(),
+            pilot_cost=self.pilot_cost(oracle), harm=getattr(self, "harm_", None), records=records,
         )
 
 
@@ -199,17 +210,23 @@ class ImportanceP(Estimator):
 class ImportanceBits(Estimator):
     """q proportional to p(j) (h(bit) + eps), h the accuracy lost per bit, measured by a pilot.
 
-    The pilot draws ``pilot`` sites (default 8 per bit) from p, the same number at every bit, and sets h(b) to the
-    mean |UF (SA - A)| it measured at bit b; eps = ``floor`` x mean h keeps q > 0 wherever p > 0,
-    so the estimate stays unbiased even where the pilot saw no harm.
+    The pilot draws ``pilot`` sites (default 16 per bit) from p, the same number at every bit,
+    runs each on the first ``pilot_images`` images of the set (default 25; None: all) and sets
+    h(b) to the mean |UF (SA - A)| it measured at bit b. A few images suffice: the pilot only has
+    to find the bits whose flips cost accuracy, and its cost is pilot x pilot_images / images
+    full-set faults. eps = ``floor`` x mean h keeps q > 0 wherever p > 0, so the estimate stays
+    unbiased even where the pilot saw no harm; the pilot's own draws are not part of it.
     """
 
-    def __init__(self, pilot: Optional[int] = None, floor: float = 0.1):
-        if pilot is not None and (isinstance(pilot, bool) or not isinstance(pilot, (int, np.integer)) or pilot < 1):
+    def __init__(self, pilot: Optional[int] = None, pilot_images: Optional[int] = 25, floor: float = 0.1):
+        if pilot is not None and not _positive_int(pilot):
             raise ValueError(f"pilot = {pilot!r}: must be an integer >= 1 (faults in the pilot campaign)")
+        if pilot_images is not None and not _positive_int(pilot_images):
+            raise ValueError(f"pilot_images = {pilot_images!r}: must be an integer >= 1, or None for every image")
         if not floor > 0:
             raise ValueError(f"floor = {floor!r}: must be > 0, or the estimate could be biased")
         self.pilot = pilot
+        self.pilot_images = pilot_images
         self.floor = float(floor)
         self.harm_: Optional[np.ndarray] = None
         self._pilot_n = 0
@@ -217,16 +234,23 @@ class ImportanceBits(Estimator):
     def pilot_size(self) -> int:
         return self._pilot_n
 
+    def pilot_cost(self, oracle: AccuracyOracle) -> float:
+        return self._pilot_n * self._images(oracle) / oracle.n_images
+
+    def _images(self, oracle: AccuracyOracle) -> int:
+        return oracle.n_images if self.pilot_images is None else min(self.pilot_images, oracle.n_images)
+
     def proposal(self, space, oracle, rng, progress):
-        per_bit = max(1, (self.pilot if self.pilot is not None else 8 * space.bits) // space.bits)
+        per_bit = max(1, (self.pilot if self.pilot is not None else 16 * space.bits) // space.bits)
         q_group = space.p_group / space.p_group.sum()
         group = rng.choice(len(q_group), size=per_bit * space.bits, p=q_group)
         element = np.minimum((rng.random(len(group)) * space.n[group]).astype(np.int64), space.n[group] - 1)
         bit = np.repeat(np.arange(space.bits), per_bit)
         ids = space.encode(group, element, bit)
         unique, inverse = np.unique(ids, return_inverse=True)
-        acc = oracle.accuracy(unique, progress=_phase(progress, "is-b pilot"))[inverse]
-        loss = np.abs(space.uf[group] * (oracle.sa - acc))
+        images = self._images(oracle)
+        acc = oracle.accuracy(unique, progress=_phase(progress, "is-b pilot"), images=images)[inverse]
+        loss = np.abs(space.uf[group] * (oracle.sa_on(images) - acc))
         harm = np.bincount(bit, weights=loss, minlength=space.bits) / per_bit
         self.harm_ = harm
         self.pilot_ids_ = unique
@@ -235,6 +259,10 @@ class ImportanceBits(Estimator):
             return Proposal(q_group, _uniform_bits(space))
         shaped = harm + self.floor * harm.mean()
         return Proposal(q_group, np.tile(shaped / shaped.sum(), (len(q_group), 1)))
+
+
+def _positive_int(value: object) -> bool:
+    return not isinstance(value, bool) and isinstance(value, (int, np.integer)) and value >= 1
 
 
 @register("exact")
@@ -277,17 +305,41 @@ def proposal_std(space: SiteSpace, proposal: Proposal, table: np.ndarray, sa: fl
 
 
 class TableOracle:
-    """An oracle reading A(j) from a precomputed table, e.g. an exact enumeration's."""
+    """An oracle reading A(j) from precomputed tables, e.g. an exact enumeration's.
 
-    def __init__(self, space: SiteSpace, table: np.ndarray, sa: float):
-        table = np.asarray(table, dtype=np.float64)
-        if table.shape != (space.size,):
-            raise ValueError(f"table has shape {table.shape}; expected ({space.size},), one accuracy per site")
-        self.space, self.table, self.sa = space, table, float(sa)
+    ``table`` holds A(j) over the whole evaluation set of ``n_images`` images; ``subsets`` maps m
+    to (table, SA) over the set's first m images, for is-b's pilot. Without them, a pilot must
+    use every image (``pilot_images=None``).
+    """
+
+    def __init__(self, space: SiteSpace, table: np.ndarray, sa: float, n_images: int = 1,  # 1: the table alone
+                 subsets: Optional[dict[int, tuple[np.ndarray, float]]] = None):
+        self.space, self.sa, self.n_images = space, float(sa), int(n_images)
+        self.table = self._checked(table)
+        self.subsets = {int(m): (self._checked(t), float(s)) for m, (t, s) in (subsets or {}).items()}
         self.calls = 0
 
-    def accuracy(self, ids: np.ndarray, progress: Optional[ProgressFn] = None) -> np.ndarray:
+    def _checked(self, table: np.ndarray) -> np.ndarray:
+        table = np.asarray(table, dtype=np.float64)
+        if table.shape != (self.space.size,):
+            raise ValueError(f"table has shape {table.shape}; expected ({self.space.size},), one accuracy per site")
+        return table
+
+    def _table_for(self, images: Optional[int]) -> tuple[np.ndarray, float]:
+        if images is None or images >= self.n_images:
+            return self.table, self.sa
+        if images not in self.subsets:
+            raise ValueError(f"no table for the first {images} of {self.n_images} images; have "
+                             f"{sorted(self.subsets) or 'none'} (pass subsets=, or pilot_images=None)")
+        return self.subsets[images]
+
+    def sa_on(self, images: int) -> float:
+        return self._table_for(images)[1]
+
+    def accuracy(self, ids: np.ndarray, progress: Optional[ProgressFn] = None,
+                 images: Optional[int] = None) -> np.ndarray:
+        table = self._table_for(images)[0]
         self.calls += len(ids)
         if progress is not None:
             progress(len(ids), len(ids))
-        return self.table[np.asarray(ids, dtype=np.int64)]
+        return table[np.asarray(ids, dtype=np.int64)]
