@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
+from typing import Iterator
+
 import pytest
 import torch
 from torch import nn
@@ -71,12 +74,26 @@ def images(n: int = 3, seed: int = 0, size: int = 32) -> tuple[torch.Tensor, tor
     return torch.randn(n, 3, size, size, generator=g), torch.randint(0, 10, (n,), generator=g)
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """One intra-op thread per test: on a shared 2-core machine, 2 spinning threads run 50x slower."""
+@contextlib.contextmanager
+def _single_thread() -> Iterator[None]:
+    """One intra-op thread: on a shared 2-core machine, 2 spinning threads run 50x slower."""
     old = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
         yield
     finally:
         torch.set_num_threads(old)
+
+
+@pytest.fixture(autouse=True)
+def one_thread() -> Iterator[None]:
+    """One thread for each test of a module that imports this fixture."""
+    with _single_thread():
+        yield
+
+
+@pytest.fixture(scope="module")
+def one_thread_module() -> Iterator[None]:
+    """One thread for a module's expensive shared fixtures (and a subprocess that must round alike)."""
+    with _single_thread():
+        yield

@@ -25,7 +25,7 @@ def test_ra_command_prints_table_and_writes_results(checkpoint: Path, tmp_path: 
     out = tmp_path / "ra"
     result = runner.invoke(app, [
         "ra", str(checkpoint), "--estimator", "uniform,is-b", "--samples", "12", "--pilot", "16",
-        "--max-images", "6", "--fmt", "int8", "--out", str(out),
+        "--pilot-images", "3", "--max-images", "6", "--fmt", "int8", "--threads", "1", "--out", str(out),
     ])
     assert result.exit_code == 0, result.output
     assert "Resiliency Accuracy" in result.stdout and "is-b" in result.stdout and "SA (no fault)" in result.stdout
@@ -34,7 +34,17 @@ def test_ra_command_prints_table_and_writes_results(checkpoint: Path, tmp_path: 
     assert saved["images"] == 6 and saved["accelerator"]["name"] == "systolic-32x32-os"
     for estimate in saved["estimates"].values():
         assert estimate["ci"][0] <= estimate["ra"] <= estimate["ci"][1]
+    pilot = saved["estimates"]["is-b"]
+    assert 0 < pilot["pilot"] <= 16 and pilot["pilot_cost"] == pytest.approx(pilot["pilot"] * 3 / 6)
     assert (out / "convergence.png").stat().st_size > 1000
+    assert torch.get_num_threads() == 1
+
+
+@pytest.fixture(autouse=True)
+def _restore_threads():
+    threads = torch.get_num_threads()  # --threads sets torch's threads for this process
+    yield
+    torch.set_num_threads(threads)
 
 
 @pytest.mark.parametrize(
@@ -43,6 +53,8 @@ def test_ra_command_prints_table_and_writes_results(checkpoint: Path, tmp_path: 
         (["--samples", "0"], "must be >= 1"),
         (["--estimator", "uniform,bogus"], "expected a comma-separated list"),
         (["--accelerator", "tpu-v9"], "unknown accelerator preset"),
+        (["--pilot-images", "0"], "--pilot-images 0: must be >= 1"),
+        (["--threads", "0"], "--threads 0: must be >= 1"),
     ],
 )
 def test_ra_command_rejects_bad_input(checkpoint: Path, tmp_path: Path, args: list[str], message: str) -> None:

@@ -18,6 +18,8 @@ from headstrong.ra import Accelerator, TableOracle, proposal_std
 from headstrong.ra import estimators as est
 from headstrong.ra.api import make_oracle
 
+from _models import one_thread_module  # noqa: F401  (module-scoped fixture)
+
 ACC = Accelerator.systolic(4, 4, "os")  # small array: layers keep most PEs busy, faults matter
 N_IMAGES = 200
 FMT = "fp16"
@@ -32,15 +34,7 @@ def _tiny_cnn() -> nn.Module:
 
 
 @pytest.fixture(scope="module")
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # tiny tensors: one thread beats contention on shared cores
-    yield
-    torch.set_num_threads(threads)
-
-
-@pytest.fixture(scope="module")
-def trained(one_thread) -> tuple[nn.Module, tuple[torch.Tensor, torch.Tensor]]:
+def trained(one_thread_module) -> tuple[nn.Module, tuple[torch.Tensor, torch.Tensor]]:
     torch.manual_seed(0)
     train = load_dataset("fashion-mnist", split="train", limit=3000, seed=1)
     xs = torch.stack([train[i][0] for i in range(len(train))])

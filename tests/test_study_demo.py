@@ -13,9 +13,10 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-import torch
 
 from headstrong.study import demo_config, run_study
+
+from _models import one_thread_module  # noqa: F401  (module-scoped fixture)
 
 TINY_TRAIN = {"epochs": 1, "limit_train": 384, "limit_test": 128, "batch_size": 64}
 TINY_CAMPAIGN = {"n_faults": 8, "max_images": 32, "weight_n_faults": 32, "batch_size": 32}
@@ -28,16 +29,12 @@ def tiny_demo(out: Path, formats: tuple[str, ...] = ("fp32", "bf16")):
 
 
 @pytest.fixture(scope="module", autouse=True)
-def one_thread():
+def _one_thread(one_thread_module):
     """Same thread count here and in the killed subprocess: float sums then round alike."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="module")
-def finished_demo(tmp_path_factory: pytest.TempPathFactory, one_thread):
+def finished_demo(tmp_path_factory: pytest.TempPathFactory, _one_thread):
     out = tmp_path_factory.mktemp("demo") / "run"
     return run_study(tiny_demo(out), progress=False)
 

@@ -30,6 +30,7 @@ def ra_command(
     pilot_images: int = typer.Option(25, "--pilot-images", help="Images each is-b pilot fault runs on."),
     seed: int = typer.Option(0, help="Seed of the draws and of the evaluation subset."),
     range_detector: bool = typer.Option(False, help="Clamp flipped activations (GoldenEye's detector)."),
+    threads: Optional[int] = typer.Option(None, help="CPU threads for torch (default: torch's own choice)."),
     out: Path = typer.Option(Path("runs/ra"), help="Folder for results.json and convergence.png."),
 ) -> None:
     """Estimate the accuracy given one transient fault in the accelerator (Thales, HPCA 2023)."""
@@ -44,6 +45,12 @@ def ra_command(
             raise ValueError(f"--samples {samples}: must be >= 1")
         if pilot_images < 1:
             raise ValueError(f"--pilot-images {pilot_images}: must be >= 1")
+        if threads is not None:
+            if threads < 1:
+                raise ValueError(f"--threads {threads}: must be >= 1")
+            import torch
+
+            torch.set_num_threads(threads)
         hardware = Accelerator.load(accelerator)
         estimates, oracle, exact = _run(checkpoint, hardware, names, samples, fmt, dataset, max_images,
                                         (pilot, pilot_images), seed, range_detector, console)
