@@ -61,3 +61,12 @@ def test_ra_command_rejects_bad_input(checkpoint: Path, tmp_path: Path, args: li
     result = runner.invoke(app, ["ra", str(checkpoint), "--max-images", "4", "--out", str(tmp_path), *args])
     assert result.exit_code == 2
     assert message in result.output
+
+
+def test_replay_chunk_follows_the_largest_activation() -> None:
+    from headstrong.ra.api import auto_chunk_size
+
+    assert auto_chunk_size([(16, 28, 28), (10,)], "cpu") == (16 << 20) // (16 * 28 * 28 * 4)  # 334 pairs
+    assert auto_chunk_size([(4, 5, 5)], "cpu") == 4096  # tiny activations: capped
+    assert auto_chunk_size([(512, 112, 112)], "cpu") == 64  # huge ones: floored
+    assert auto_chunk_size([(16, 28, 28)], "cuda") == 4096

@@ -83,7 +83,8 @@ class EngineOracle:
     """
 
     def __init__(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, space: SiteSpace,
-                 fmt: str = "fp16", range_detector: bool = False, device: str = "cpu", pairs: int = 8192, chunk_size: Optional[int] = 2048):
+                 fmt: str = "fp16", range_detector: bool = False, device: str = "cpu", pairs: int = 8192,
+                 chunk_size: Optional[int] = None):
         from headstrong.engine import FaultEvaluator
 
         self.space, self.x, self.y = space, x.to(device), y.to(device)
@@ -96,6 +97,8 @@ class EngineOracle:
         self.evaluator = FaultEvaluator(self.model, fmt=fmt, range_detector=range_detector, device=device,
                                         layers=taps, chunk_size=chunk_size)
         self.evaluator.profile([self.x])
+        if chunk_size is None:
+            self.evaluator.chunk_size = auto_chunk_size(self.evaluator.layer_info["output_shape"], self.x.device)
         self.n_images = len(self.x)
         self._golden: dict[int, dict[str, float]] = {}
         self.sa = self.sa_on(self.n_images)
@@ -160,6 +163,17 @@ class EngineOracle:
         acc = (out["faulty_pred"] == y.cpu()).float().mean(1).double().numpy()
         golden = self._golden_on(images)
         return golden["neuron"] - (golden[kind] - acc)
+
+
+def auto_chunk_size(output_shapes: Iterable[tuple[int, ...]], device: torch.device | str) -> int:
+    """(fault, image) pairs per replay: on the CPU, enough that the largest activation of a
+    replay fills about 16 MB, so it stays in cache (2x faster than 2,048 pairs on a ResNet-8 at
+    28x28; the tiny validation CNN wants more); on a GPU, large batches.
+    """
+    if torch.device(device).type != "cpu":
+        return 4096
+    largest = max((int(np.prod(shape)) for shape in output_shapes), default=1) * 4  # float32 bytes per image
+    return int(np.clip((16 << 20) // max(largest, 1), 64, 4096))
 
 
 def estimate(
