@@ -53,7 +53,7 @@ def ra_command(
             torch.set_num_threads(threads)
         hardware = Accelerator.load(accelerator)
         estimates, oracle, exact = _run(checkpoint, hardware, names, samples, fmt, dataset, max_images,
-                                        (pilot, pilot_images), seed, range_detector, console)
+                                        {"pilot": pilot, "pilot_images": pilot_images}, seed, range_detector, console)
     except ValueError as error:
         typer.echo(f"Error: {error}", err=True)
         raise typer.Exit(2) from None
@@ -90,7 +90,7 @@ def _parse_estimators(text: str) -> list[str]:
     return list(dict.fromkeys(names))
 
 
-def _run(checkpoint, accelerator, names, samples, fmt, dataset, max_images, pilot, seed, range_detector, console):  # noqa: ANN001, ANN202
+def _run(checkpoint, accelerator, names, samples, fmt, dataset, max_images, pilot_params, seed, range_detector, console):  # noqa: ANN001, ANN202
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     from headstrong.data import load_dataset
@@ -112,7 +112,7 @@ def _run(checkpoint, accelerator, names, samples, fmt, dataset, max_images, pilo
             bar.update(task, description=f"{phase}: sites", completed=done, total=max(total, 1))
 
         for name in names:
-            params = {"pilot": pilot[0], "pilot_images": pilot[1]} if name == "is-b" else {}
+            params = pilot_params if name == "is-b" else {}
             estimates[name] = get(name, **params).estimate(oracle, samples=samples, seed=seed, progress=progress)
     exact = estimates["exact"].ra if "exact" in estimates else None
     return estimates, oracle, exact

@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from headstrong.ra.accelerator import Accelerator
-from headstrong.ra.estimators import ProgressFn, RAEstimate, get
+from headstrong.ra.estimators import ProgressFn, RAEstimate, get, is_positive_int
 from headstrong.ra.sites import SiteSpace
 
 
@@ -102,7 +102,7 @@ class EngineOracle:
         self.n_images = len(self.x)
         self._golden: dict[int, dict[str, float]] = {}
         self.sa = self.sa_on(self.n_images)
-        self._cache: dict[tuple[int, int], float] = {}  # (images, site) -> accuracy
+        self._cache: dict[int, dict[int, float]] = {}  # images -> site -> accuracy
 
     @property
     def golden(self) -> dict[str, float]:
@@ -125,7 +125,7 @@ class EngineOracle:
     @property
     def evaluated(self) -> int:
         """Distinct sites measured, on any number of images."""
-        return len({site for _, site in self._cache})
+        return len(set().union(*self._cache.values()))
 
     def accuracy(self, ids: np.ndarray, progress: Optional[ProgressFn] = None,
                  images: Optional[int] = None) -> np.ndarray:
@@ -134,8 +134,8 @@ class EngineOracle:
         if m < 1:
             raise ValueError(f"images = {images}: must be >= 1")
         ids = np.asarray(ids, dtype=np.int64)
-        known = np.fromiter((site for n, site in self._cache if n == m), dtype=np.int64)
-        todo = np.setdiff1d(ids, known)
+        cache = self._cache.setdefault(m, {})
+        todo = np.setdiff1d(ids, np.fromiter(cache, dtype=np.int64, count=len(cache)))
         total, done = len(todo), 0
         if progress is not None:
             progress(0, total)
@@ -146,11 +146,11 @@ class EngineOracle:
             for start in range(0, len(sites), per_call):
                 part = sites[start:start + per_call]
                 for site, acc in zip(part.tolist(), self._measure(int(g), part, m).tolist()):
-                    self._cache[(m, site)] = acc
+                    cache[site] = acc
                 done += len(part)
                 if progress is not None:
                     progress(done, total)
-        return np.array([self._cache[(m, int(i))] for i in ids], dtype=np.float64)
+        return np.array([cache[int(i)] for i in ids], dtype=np.float64)
 
     def _measure(self, group: int, ids: np.ndarray, images: int) -> np.ndarray:
         from headstrong.faults import FaultSet
@@ -202,7 +202,7 @@ def estimate(
     """
     params = {"pilot": pilot, "pilot_images": pilot_images} if estimator == "is-b" else {}
     chosen = get(estimator, **params)  # unknown names fail before any engine work
-    if estimator != "exact" and (isinstance(samples, bool) or not isinstance(samples, (int, np.integer)) or samples < 1):
+    if estimator != "exact" and not is_positive_int(samples):
         raise ValueError(f"samples = {samples!r}: must be an integer >= 1")
     if oracle is None:
         oracle = make_oracle(model, data, accelerator, fmt, max_images=max_images,

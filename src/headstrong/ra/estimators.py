@@ -139,7 +139,7 @@ class Estimator:
 
     def estimate(self, oracle: AccuracyOracle, samples: int, seed: int = 0,
                  progress: Optional[ProgressFn] = None) -> RAEstimate:
-        if not _positive_int(samples):
+        if not is_positive_int(samples):
             raise ValueError(f"samples = {samples!r}: must be an integer >= 1")
         space, sa = oracle.space, oracle.sa
         rng = np.random.default_rng(seed)
@@ -219,9 +219,9 @@ class ImportanceBits(Estimator):
     """
 
     def __init__(self, pilot: Optional[int] = None, pilot_images: Optional[int] = 25, floor: float = 0.1):
-        if pilot is not None and not _positive_int(pilot):
+        if pilot is not None and not is_positive_int(pilot):
             raise ValueError(f"pilot = {pilot!r}: must be an integer >= 1 (faults in the pilot campaign)")
-        if pilot_images is not None and not _positive_int(pilot_images):
+        if pilot_images is not None and not is_positive_int(pilot_images):
             raise ValueError(f"pilot_images = {pilot_images!r}: must be an integer >= 1, or None for every image")
         if not floor > 0:
             raise ValueError(f"floor = {floor!r}: must be > 0, or the estimate could be biased")
@@ -261,7 +261,8 @@ class ImportanceBits(Estimator):
         return Proposal(q_group, np.tile(shaped / shaped.sum(), (len(q_group), 1)))
 
 
-def _positive_int(value: object) -> bool:
+def is_positive_int(value: object) -> bool:
+    """An int (numpy's too, not a bool) of at least 1: the only valid count of samples or faults."""
     return not isinstance(value, bool) and isinstance(value, (int, np.integer)) and value >= 1
 
 
