@@ -1,4 +1,4 @@
-"""The Ray backend on a local two-CPU instance: the same records as the local backend."""
+"""The Ray backend on a local two-CPU instance: the same records as the local backend, fault models too."""
 
 from __future__ import annotations
 
@@ -41,3 +41,24 @@ def test_ray_backend_equals_local_bit_for_bit_and_resumes(tmp_path: Path, local_
         victim.unlink()
     again = hs.run_campaign(model, data, spec, "cpu", out, backend="ray", progress=False)
     pd.testing.assert_frame_equal(again.records, remote.records)
+
+
+@pytest.mark.parametrize(
+    ("kind", "params"),
+    [
+        ("weight", {"fault_model": "stuck-at-1", "fmt": "int8"}),
+        ("neuron", {"fault_model": "multi-site", "sites": 2}),
+        ("weight", {"fault_model": "ber", "ber": 1e-3}),
+    ],
+)
+def test_ray_backend_equals_local_under_fault_models(tmp_path: Path, local_ray: None, kind: str, params: dict) -> None:
+    model = tiny_model()
+    data = tiny_data(model)
+    spec = hs.CampaignSpec(kind=kind, n_faults=12, seed=5, only_correct=False, **params)
+    local = hs.run_campaign(model, data, spec, "cpu", tmp_path / "local", progress=False, **LAYOUT)
+    remote = hs.run_campaign(model, data, spec, "cpu", tmp_path / "ray", backend="ray", progress=False, **LAYOUT)
+    key = ["fault_id", "sample"]
+    pd.testing.assert_frame_equal(
+        remote.records.sort_values(key).reset_index(drop=True), local.records.sort_values(key).reset_index(drop=True)
+    )
+    assert len(local.records) > 0
