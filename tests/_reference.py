@@ -113,3 +113,12 @@ def reference_golden(model: nn.Module, x: torch.Tensor, fmt: str = "fp32", kind:
                         w.copy_(_fmt_for(fmt, float(w.abs().max())).quantize(w))
     with torch.no_grad():
         return torch.stack([net(x[i : i + 1])[0] for i in range(len(x))])
+
+
+def assert_logits_match(got: torch.Tensor, want: torch.Tensor, rtol: float) -> None:
+    """Same non-finite pattern; finite values equal to rounding (relative to each row's scale)."""
+    assert torch.equal(torch.isfinite(got), torch.isfinite(want))
+    finite = torch.isfinite(want)
+    scale = want.abs().where(finite, torch.zeros_like(want)).amax(dim=-1, keepdim=True).clamp(min=1.0)
+    err = ((got - want).abs() / scale).where(finite, torch.zeros_like(want))
+    assert float(err.max()) <= rtol, f"max relative error {float(err.max()):.3g}"

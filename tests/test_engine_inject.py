@@ -14,7 +14,7 @@ import headstrong as hs
 from headstrong import formats
 
 from _models import build, images, one_thread  # noqa: F401  (autouse fixture)
-from _reference import reference_inject
+from _reference import assert_logits_match, reference_inject
 
 ARCH_LAYERS = {
     # arch: (neuron layers, weight layers)
@@ -67,15 +67,6 @@ def make_records(model: torch.nn.Module, x: torch.Tensor, arch: str, fmt_name: s
         size = modules[layer].weight.numel()
         records.append({"kind": "weight", "layer": layer, "index": int(torch.randint(size, (1,), generator=g)), "bit": bit})
     return records
-
-
-def assert_logits_match(got: torch.Tensor, want: torch.Tensor, rtol: float) -> None:
-    """Same non-finite pattern; finite values equal to rounding (relative to each row's scale)."""
-    assert torch.equal(torch.isfinite(got), torch.isfinite(want))
-    finite = torch.isfinite(want)
-    scale = want.abs().where(finite, torch.zeros_like(want)).amax(dim=-1, keepdim=True).clamp(min=1.0)
-    err = ((got - want).abs() / scale).where(finite, torch.zeros_like(want))
-    assert float(err.max()) <= rtol, f"max relative error {float(err.max()):.3g}"
 
 
 CASES = [("cnn", f) for f in ("fp32", "fp16", "bf16", "int8", "fp8_e4m3", "fp8_e5m2", "int16", "fxp16_8", "bfp8_16")]

@@ -14,6 +14,7 @@ from headstrong.engine import EditEvaluator, inject_edits
 from headstrong.faults.models import FaultEdits, get_fault_model
 
 from _models import build, images, one_thread  # noqa: F401  (autouse fixture)
+from _reference import assert_logits_match
 from _reference_models import reference_models
 
 NEURONS = {"cnn": ["conv1", "bn1", "conv3", "fc1", "ln", "fc2"],
@@ -40,14 +41,6 @@ def sites(model: torch.nn.Module, x: torch.Tensor, arch: str, kind: str) -> dict
     for h in hooks:
         h.remove()
     return sizes
-
-
-def assert_logits_match(got: torch.Tensor, want: torch.Tensor, rtol: float) -> None:
-    assert torch.equal(torch.isfinite(got), torch.isfinite(want))
-    finite = torch.isfinite(want)
-    scale = want.abs().where(finite, torch.zeros_like(want)).amax(dim=-1, keepdim=True).clamp(min=1.0)
-    err = ((got - want).abs() / scale).where(finite, torch.zeros_like(want))
-    assert float(err.max()) <= rtol, f"max relative error {float(err.max()):.3g}"
 
 
 def check(model: torch.nn.Module, x: torch.Tensor, edits: FaultEdits, fmt: str, range_detector: bool = True) -> tuple:

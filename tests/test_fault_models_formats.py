@@ -11,6 +11,7 @@ import pytest
 import torch
 
 from headstrong import formats
+from test_formats import numpy_bfp  # the block floating point rule, written once in numpy
 
 FLOATS = {  # name: (numpy dtype, unsigned view)
     "fp32": (np.float32, np.uint32),
@@ -49,17 +50,8 @@ def numpy_codes(values: np.ndarray, fmt: formats.NumberFormat) -> tuple[np.ndarr
         step = 2.0**-fmt.frac_bits
         q = np.clip(np.round(values / step), -(2 ** (fmt.bits - 1)), 2 ** (fmt.bits - 1) - 1).astype(np.int64)
         return q & ((1 << fmt.bits) - 1), step
-    values = values.astype(np.float64)
-    m, b = fmt.mantissa_bits, fmt.block_size
-    rows, length = values.shape
-    blocks = -(-length // b)
-    padded = np.zeros((rows, blocks * b))
-    padded[:, :length] = np.abs(values)
-    amax = padded.reshape(rows, blocks, b).max(axis=2)
-    exps = np.where(amax > 0, np.floor(np.log2(np.where(amax > 0, amax, 1.0))), -126).astype(np.int64)
-    steps = np.exp2(np.repeat(exps, b, axis=1)[:, :length] - (m - 2))
-    q = np.clip(np.round(values / steps), 1 - 2 ** (m - 1), 2 ** (m - 1) - 1).astype(np.int64)
-    return q & ((1 << m) - 1), (exps, steps)
+    exps, mant, steps = numpy_bfp(values.astype(np.float64), fmt.mantissa_bits, fmt.block_size)
+    return mant & ((1 << fmt.mantissa_bits) - 1), (exps, steps)
 
 
 def numpy_values(codes: np.ndarray, name: str, extra: object) -> np.ndarray:
