@@ -296,6 +296,12 @@ def _int_column(
         if n is None:
             raise TypeError(f"{name} must be a sequence of ints")
         return torch.full((n,), values, dtype=torch.int64)
+    return int_column(values, name, n)
+
+
+def int_column(values: Sequence[int] | torch.Tensor, name: str, n: int | None = None,
+               unit: str = "fault") -> torch.Tensor:
+    """``values`` as a 1-D int64 CPU tensor of one value per ``unit`` (n of them, if given)."""
     t = torch.as_tensor(values)
     if t.numel() == 0:
         t = torch.zeros(0, dtype=torch.int64)
@@ -303,5 +309,5 @@ def _int_column(
         raise TypeError(f"{name} must hold integers, got dtype {t.dtype}")
     t = t.detach().to("cpu", torch.int64).reshape(-1).clone()
     if n is not None and len(t) != n:
-        raise ValueError(f"{name} has {len(t)} values for {n} faults; give one per fault")
+        raise ValueError(f"{name} has {len(t)} values for {n} {unit}s; give one per {unit}")
     return t

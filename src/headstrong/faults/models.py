@@ -31,7 +31,7 @@ import torch
 from torch import nn
 
 from headstrong import formats
-from headstrong.faults.faultset import KINDS, NO_SAMPLE, FaultSet
+from headstrong.faults.faultset import KINDS, NO_SAMPLE, FaultSet, int_column
 
 OPS = ("flip", "set0", "set1", "meta")
 
@@ -68,11 +68,12 @@ class FaultEdits:
         model: str = "flip",
         base_kind: str = "neuron",
     ) -> None:
-        self.fault = _column(fault, "fault")
+        self.fault = int_column(fault, "fault", unit="edit")
         n = len(self.fault)
-        self.index = _column(index, "index", n)
-        self.mask = _column(mask, "mask", n)
-        self.sample = torch.full((n,), NO_SAMPLE, dtype=torch.int64) if sample is None else _column(sample, "sample", n)
+        self.index = int_column(index, "index", n, unit="edit")
+        self.mask = int_column(mask, "mask", n, unit="edit")
+        self.sample = (torch.full((n,), NO_SAMPLE, dtype=torch.int64) if sample is None
+                       else int_column(sample, "sample", n, unit="edit"))
         kinds = [kind] * n if isinstance(kind, str) else list(kind)
         ops = [op] * n if isinstance(op, str) else list(op)
         layers = [layer] * n if isinstance(layer, str) else list(layer)
@@ -204,18 +205,6 @@ class FaultEdits:
                     f"edit mask {top} sets bits outside {fmt.name}'s {width} {what}; "
                     f"allowed masks are 0..{(1 << width) - 1}"
                 )
-
-
-def _column(values: Sequence[int] | torch.Tensor, name: str, n: int | None = None) -> torch.Tensor:
-    t = torch.as_tensor(values)
-    if t.numel() == 0:
-        t = t.reshape(0).to(torch.int64)
-    if t.dtype.is_floating_point or t.dtype == torch.bool or t.dtype.is_complex:
-        raise TypeError(f"{name} must hold integers, got dtype {t.dtype}")
-    t = t.detach().to("cpu", torch.int64).reshape(-1).clone()
-    if n is not None and len(t) != n:
-        raise ValueError(f"{name} has {len(t)} values for {n} edits; give one per edit")
-    return t
 
 
 # ------------------------------------------------------------------------------- the models
