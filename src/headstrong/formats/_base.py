@@ -255,30 +255,33 @@ def check_codes(codes: object, fmt: str) -> torch.Tensor:
 
 def check_bit(bit: object, bits: int, fmt: str, device: torch.device | None) -> Bit:
     """``bit`` validated against 0..bits-1: a Python int, or an int64 tensor on ``device``."""
-    if isinstance(bit, torch.Tensor):
-        if bit.is_floating_point() or bit.is_complex() or bit.dtype == torch.bool:
-            raise TypeError(
-                f"{fmt}: bit tensor has dtype {bit.dtype}; only integer tensors are allowed"
-            )
-        if bit.numel() > 0:
-            lo, hi = torch.stack(torch.aminmax(bit)).tolist()  # one device sync
-            if lo < 0 or hi >= bits:
-                bad = lo if lo < 0 else hi
-                raise ValueError(
-                    f"{fmt}: bit {bad} is out of range; allowed bits are 0..{bits - 1}"
-                )
-        return bit.to(device=device, dtype=torch.int64)
-    if isinstance(bit, bool):
-        raise TypeError(f"{fmt}: bit must be an int or an integer tensor, got bool")
+    return _check_int_or_tensor(
+        bit, "bit", bits - 1, fmt, device,
+        lambda bad: f"{fmt}: bit {bad} is out of range; allowed bits are 0..{bits - 1}",
+    )
+
+
+def _check_int_or_tensor(value: object, name: str, top: int, fmt: str, device: torch.device | None,
+                         out_of_range: Callable[[int], str]) -> Union[int, torch.Tensor]:
+    """A Python int or an integer tensor (made int64 on ``device``) with every value in 0..top."""
+    if isinstance(value, torch.Tensor):
+        if value.is_floating_point() or value.is_complex() or value.dtype == torch.bool:
+            raise TypeError(f"{fmt}: {name} tensor has dtype {value.dtype}; only integer tensors are allowed")
+        value = value.to(device=device, dtype=torch.int64)
+        if value.numel() > 0:
+            lo, hi = torch.stack(torch.aminmax(value)).tolist()  # one device sync
+            if lo < 0 or hi > top:
+                raise ValueError(out_of_range(lo if lo < 0 else hi))
+        return value
+    if isinstance(value, bool):
+        raise TypeError(f"{fmt}: {name} must be an int or an integer tensor, got bool")
     try:
-        value = operator.index(bit)
+        number = operator.index(value)
     except TypeError:
-        raise TypeError(
-            f"{fmt}: bit must be an int or an integer tensor, got {type(bit).__name__}"
-        ) from None
-    if not 0 <= value < bits:
-        raise ValueError(f"{fmt}: bit {value} is out of range; allowed bits are 0..{bits - 1}")
-    return value
+        raise TypeError(f"{fmt}: {name} must be an int or an integer tensor, got {type(value).__name__}") from None
+    if not 0 <= number <= top:
+        raise ValueError(out_of_range(number))
+    return number
 
 
 def check_scale(scale: object) -> float:
@@ -334,33 +337,10 @@ def to_unsigned(values: torch.Tensor, width: int) -> torch.Tensor:
 def check_mask(mask: object, bits: int, fmt: str, device: torch.device) -> Mask:
     """A bit mask validated against 0..2**bits-1: a Python int, or an int64 tensor on ``device``."""
     top = (1 << bits) - 1
-    if isinstance(mask, torch.Tensor):
-        if mask.is_floating_point() or mask.is_complex() or mask.dtype == torch.bool:
-            raise TypeError(f"{fmt}: mask tensor has dtype {mask.dtype}; only integer tensors are allowed")
-        mask = mask.to(device=device, dtype=torch.int64)
-        if mask.numel() > 0:
-            lo, hi = torch.stack(torch.aminmax(mask)).tolist()  # one device sync
-            if lo < 0 or hi > top:
-                bad = lo if lo < 0 else hi
-                raise ValueError(
-                    f"{fmt}: mask {bad} sets bits outside the format; allowed masks are 0..{top} "
-                    f"(bits 0..{bits - 1})"
-                )
-        return mask
-    if isinstance(mask, bool):
-        raise TypeError(f"{fmt}: mask must be an int or an integer tensor, got bool")
-    try:
-        value = operator.index(mask)
-    except TypeError:
-        raise TypeError(
-            f"{fmt}: mask must be an int or an integer tensor, got {type(mask).__name__}"
-        ) from None
-    if not 0 <= value <= top:
-        raise ValueError(
-            f"{fmt}: mask {value} sets bits outside the format; allowed masks are 0..{top} "
-            f"(bits 0..{bits - 1})"
-        )
-    return value
+    return _check_int_or_tensor(
+        mask, "mask", top, fmt, device,
+        lambda bad: f"{fmt}: mask {bad} sets bits outside the format; allowed masks are 0..{top} (bits 0..{bits - 1})",
+    )
 
 
 def _signed_int(mask: int, width: int) -> int:
