@@ -137,3 +137,22 @@ def test_processes_started_together_never_hold_at_once(tmp_path):
     for (_, end), (start, _) in zip(spans, spans[1:]):
         assert start >= end  # never two holders at once
     assert not (tmp_path / LOCK_NAME).exists()
+
+
+def test_train_and_study_refuse_a_folder_another_run_holds(tmp_path):
+    from headstrong.study.demo import demo_config, run_demo
+    from headstrong.train.recipe import TrainConfig, train
+
+    train_dir, study_dir = tmp_path / "train", tmp_path / "study"
+    holders = [_start_holder(train_dir), _start_holder(study_dir)]
+    try:
+        with pytest.raises(ValueError, match=f"in use by process {holders[0].pid}"):
+            train(TrainConfig(epochs=1, limit_train=64, limit_test=64, device="cpu"), train_dir, progress=False)
+        assert not (train_dir / "model.pt").exists()
+        with pytest.raises(ValueError, match=f"in use by process {holders[1].pid}"):
+            run_demo(demo_config(out=str(study_dir)), progress=False)
+        assert not (study_dir / "study.json").exists()
+    finally:
+        for proc in holders:
+            proc.stdin.close()
+            proc.wait(timeout=30)

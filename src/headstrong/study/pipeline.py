@@ -18,6 +18,7 @@ from typing import Any, Callable, Optional
 import pandas as pd
 import torch
 
+from headstrong._lock import hold_folder
 from headstrong.study.config import StudyConfig
 
 Say = Callable[[str], None]
@@ -195,13 +196,20 @@ def _headline(table: pd.DataFrame, base: CellResult, text: CellResult, name: str
 
 
 def run_study(config: StudyConfig, *, progress: bool = True, say: Optional[Say] = None) -> StudyResult:
-    """Run (or resume) every stage of a study; returns the cells, comparisons and summary."""
-    from headstrong.study.summary import write_study_report
+    """Run (or resume) every stage of a study; returns the cells, comparisons and summary.
 
+    The study holds its folder (headstrong._lock): a second study on it is refused, not mixed in.
+    """
     out = Path(config.out)
     if out.exists() and not out.is_dir():
         raise ValueError(f"study output {str(out)!r} is a file; give a directory")
-    out.mkdir(parents=True, exist_ok=True)
+    with hold_folder(out, "study"):
+        return _run_study_held(config, out, progress, say)
+
+
+def _run_study_held(config: StudyConfig, out: Path, progress: bool, say: Optional[Say]) -> StudyResult:
+    from headstrong.study.summary import write_study_report
+
     _check_same_study(config, out)
     say = say or (lambda message: None)
     eval_data = _eval_data(config)

@@ -26,6 +26,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
+from headstrong._lock import hold_folder
 from headstrong.data import DatasetInfo, dataset_info, load_dataset
 from headstrong.textguided.models import (
     CLIP_MAX_LOGIT_SCALE,
@@ -252,8 +253,13 @@ def train(config: TrainConfig, out_dir: str | Path, progress: bool = True) -> Tr
     """Train (or resume training) the model ``config`` describes; checkpoints go to ``out_dir``.
 
     Returns the test top-1 after the last epoch. A finished run in ``out_dir`` is returned as is.
+    The run holds ``out_dir`` (headstrong._lock): a second run on it is refused, not mixed in.
     """
-    out = Path(out_dir)
+    with hold_folder(out_dir, "train"):
+        return _train_held(config, Path(out_dir), progress)
+
+
+def _train_held(config: TrainConfig, out: Path, progress: bool) -> TrainResult:
     ckpt_path = out / CHECKPOINT_NAME
     if config.threads:
         torch.set_num_threads(config.threads)
