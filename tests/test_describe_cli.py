@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -33,6 +34,8 @@ class FakeServer:
         self.empty_first = 0  # then answer this many with empty content
         self.keys: list[str] = []
         self.fail_after: int | None = None  # after this many good answers, fail every request
+        self.echo_key = False  # answer 401 quoting the key it was sent, as some servers do
+        self.delay = 0.0  # seconds to stay silent before answering
         self.good = 0
         self.lock = threading.Lock()
         server = self
@@ -44,13 +47,21 @@ class FakeServer:
             def do_POST(self) -> None:  # noqa: N802 - http.server's naming
                 body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
                 server.keys.append(self.headers.get("Authorization", ""))
+                time.sleep(server.delay)
                 status, payload = server.respond(self.path, body)
+                if server.echo_key:
+                    key = server.keys[-1].removeprefix("Bearer ")
+                    status, payload = 401, {"error": {"message": f"Incorrect API key provided: {key}."}}
                 data = json.dumps(payload).encode()
-                self.send_response(status)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
+                try:
+                    self.send_response(status)
+                    self.send_header("Content-Type", "application/json")
+                    self.send_header("Content-Length", str(len(data)))
+                    self.end_headers()
+                    self.wfile.write(data)
+                except (BrokenPipeError, ConnectionResetError):
+                    pass  # the client timed out and left
+
 
         self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/v1"
@@ -224,7 +235,7 @@ def test_resuming_with_other_questions_is_refused(server: FakeServer, tmp_path: 
     out = tmp_path / "desc.json"
     descriptions.save({"cat": ["a"]}, out, questions=["Q {class}?"], generator="x", partial=True)
     result = _run(server, tmp_path, "stl10", out)
-    assert result.exit_code == 1
+    assert result.exit_code == 2
     assert "other questions" in result.output
     assert server.requests == []
 
@@ -233,7 +244,7 @@ def test_bad_class_argument_names_the_choices(tmp_path: Path) -> None:
     args = ["describe", "--classes", "imagenet-9", "--model", "m", "--base-url", "http://127.0.0.1:9/v1",
             "--out", str(tmp_path / "o.json")]
     result = runner.invoke(app, args)
-    assert result.exit_code == 1
+    assert result.exit_code == 2
     assert "imagenet-9" in result.output and "stl10" in result.output
 
 
@@ -243,7 +254,7 @@ def test_questions_must_name_the_class(tmp_path: Path) -> None:
     args = ["describe", "--classes", "mnist", "--model", "m", "--base-url", "http://127.0.0.1:9/v1",
             "--out", str(tmp_path / "o.json"), "--questions", str(qfile)]
     result = runner.invoke(app, args)
-    assert result.exit_code == 1
+    assert result.exit_code == 2
     assert "{class}" in result.output and "What does it look like?" in result.output
 
 
@@ -258,3 +269,35 @@ def test_progress_bar_reports_the_count(server: FakeServer, tmp_path: Path) -> N
     result = runner.invoke(app, args)
     assert result.exit_code == 0, result.output
     assert "2/2" in result.output
+
+
+def test_a_key_echoed_by_the_server_is_redacted(server: FakeServer, tmp_path: Path) -> None:
+    server.echo_key = True
+    args = ["describe", "--classes", "mnist", "--model", "m", "--base-url", server.url,
+            "--out", str(tmp_path / "o.json"), "--no-progress"]
+    result = runner.invoke(app, args, env={"OPENAI_API_KEY": "sk-live-abcdef123456"})
+    assert result.exit_code != 0
+    assert "Incorrect API key provided: [redacted]" in result.output
+    assert "abcdef123456" not in result.output
+
+
+def test_redact_hides_named_secrets_and_key_shaped_text() -> None:
+    said = llm.redact("key my-own-secret-token rejected; also saw sk-proj-ABCDEFGH12 and Bearer tok.en-12345678",
+                      ["my-own-secret-token"])
+    assert said == "key [redacted] rejected; also saw [redacted] and Bearer [redacted]"
+    assert llm.redact("temporary failure", [None, ""]) == "temporary failure"
+
+
+def test_a_silent_server_is_given_up_on_after_two_timeouts(server: FakeServer, tmp_path: Path) -> None:
+    server.delay = 1.0
+    started = time.monotonic()
+    with pytest.raises(llm.GenerationError, match=r"did not answer within 0\.2 s 2 times in a row.*--timeout"):
+        llm.generate(["owl"], QUESTIONS, tmp_path / "o.json", model="m", base_url=server.url, timeout=0.2,
+                     retry=llm.RetryPolicy(attempts=6, base=0), progress=False)
+    assert time.monotonic() - started < 5
+    assert len(server.keys) == 2  # two tries, not six
+
+
+def test_timeout_must_be_positive(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="positive number of seconds"):
+        llm.make_client("http://127.0.0.1:9/v1", timeout=0)

@@ -9,6 +9,7 @@ flight, and rerunning with the same output file asks only what is still missing.
 from __future__ import annotations
 
 import os
+import re
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -25,6 +26,24 @@ SYSTEM_PROMPT = (
 )
 
 DEFAULT_API_KEY_ENV = "OPENAI_API_KEY"
+DEFAULT_TIMEOUT = 60.0
+MAX_TIMEOUTS = 2  # a server silent this many times in a row for one question is given up on
+
+# Shapes of secrets a server may echo back: OpenAI-style keys and bearer tokens.
+_KEY_SHAPES = re.compile(r"\b(?:sk|pk|rk)-[A-Za-z0-9_\-]{8,}|(?<=Bearer )[A-Za-z0-9._~+/=\-]{8,}")
+REDACTED = "[redacted]"
+
+
+def redact(text: str, secrets: Sequence[Optional[str]] = ()) -> str:
+    """``text`` with each secret, and anything shaped like an API key, replaced by ``[redacted]``.
+
+    Servers sometimes quote the key they were sent in an error message ("Incorrect API key
+    provided: sk-..."); such a message must not end up in a terminal or a CI log.
+    """
+    for secret in secrets:
+        if secret and len(secret) >= 4 and secret != "not-needed":
+            text = text.replace(secret, REDACTED)
+    return _KEY_SHAPES.sub(REDACTED, text)
 
 
 class GenerationError(RuntimeError):
@@ -49,16 +68,19 @@ class RetryPolicy:
         return min(self.cap, self.base * 2 ** (failures - 1))
 
 
-def make_client(base_url: str, api_key_env: str = DEFAULT_API_KEY_ENV, timeout: float = 120.0) -> Any:
+def make_client(base_url: str, api_key_env: str = DEFAULT_API_KEY_ENV, timeout: float = DEFAULT_TIMEOUT) -> Any:
     """An ``openai.OpenAI`` client for ``base_url``; the key comes from the environment.
 
     Local servers usually ignore the key, so a missing variable is not an error. The client's
-    own retries are off: :func:`ask` retries with its own bounded, visible policy.
+    own retries are off: :func:`ask` retries with its own bounded, visible policy. ``timeout``:
+    seconds to wait for one answer.
     """
     from openai import OpenAI
 
     if not base_url.strip():
         raise ValueError("base_url is empty; expected the server's URL, e.g. http://localhost:8000/v1")
+    if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not 0 < timeout < float("inf"):
+        raise ValueError(f"timeout {timeout!r}: expected a positive number of seconds")
     key = os.environ.get(api_key_env) or "not-needed"
     return OpenAI(base_url=base_url, api_key=key, max_retries=0, timeout=timeout)
 
@@ -72,6 +94,12 @@ def _retryable(error: Exception) -> bool:
     if isinstance(error, openai.APIStatusError):
         return error.status_code >= 500 or error.status_code in (408, 409, 429)
     return False
+
+
+def _seconds(timeout: Any) -> str:
+    """'60 s' for a number (or an httpx.Timeout's read limit); 'the timeout' when unknown."""
+    value = getattr(timeout, "read", timeout)
+    return f"{value:g} s" if isinstance(value, (int, float)) else "the timeout"
 
 
 class _EmptyAnswer(Exception):
@@ -91,8 +119,16 @@ def ask(
     retry: RetryPolicy = RetryPolicy(),
     sleep: Callable[[float], None] = time.sleep,
 ) -> str:
-    """One answer to one question, retried on transient failures; one line of text."""
-    failures = 0
+    """One answer to one question, retried on transient failures; one line of text.
+
+    A server that stays silent past the client's timeout ``MAX_TIMEOUTS`` times in a row is given up
+    on at once (a silent server rarely answers on the fifth try). Error messages never carry the
+    client's API key.
+    """
+    import openai
+
+    secrets = [getattr(client, "api_key", None)]
+    failures = timeouts = 0
     while True:
         try:
             response = client.chat.completions.create(
@@ -110,12 +146,18 @@ def ask(
             return text
         except Exception as error:  # noqa: BLE001 - sorted into retryable or not just below
             failures += 1
+            timeouts = timeouts + 1 if isinstance(error, openai.APITimeoutError) else 0
+            said = redact(f"{type(error).__name__}: {error}", secrets)
             if not _retryable(error):
-                raise GenerationError(f"{type(error).__name__}: {error}") from error
-            if failures >= retry.attempts:
+                raise GenerationError(said) from None
+            if timeouts >= MAX_TIMEOUTS:
+                wait = getattr(client, "timeout", None)
                 raise GenerationError(
-                    f"gave up after {failures} attempts; last error {type(error).__name__}: {error}"
-                ) from error
+                    f"the server did not answer within {_seconds(wait)} {timeouts} times in a row ({said}); "
+                    "check that it is up and serving the model, or raise --timeout if it is just slow"
+                ) from None
+            if failures >= retry.attempts:
+                raise GenerationError(f"gave up after {failures} attempts; last error {said}") from None
             sleep(retry.delay(failures))
 
 
@@ -129,6 +171,7 @@ def generate(
     api_key_env: str = DEFAULT_API_KEY_ENV,
     temperature: float = 0.2,
     retry: RetryPolicy = RetryPolicy(),
+    timeout: float = DEFAULT_TIMEOUT,
     dataset: Optional[str] = None,
     progress: bool = True,
     client: Any = None,
@@ -138,7 +181,8 @@ def generate(
 
     An existing ``out`` made with the same questions and model is continued: answers already
     in it are kept and not asked again. Raises :class:`GenerationError` when a request fails
-    for good, after saving everything answered before it.
+    for good, after saving everything answered before it. ``timeout``: seconds to wait for one
+    answer (two silent waits in a row end the run).
     """
     classes, questions = list(classes), list(questions)
     if not classes:
@@ -153,7 +197,7 @@ def generate(
     generator = f"model {model} via an OpenAI-compatible chat-completions server (headstrong describe)"
     path = Path(out)
     done = _resume(path, classes, questions, generator)
-    client = client if client is not None else make_client(base_url, api_key_env)
+    client = client if client is not None else make_client(base_url, api_key_env, timeout)
     total = len(classes) * len(questions)
     already = sum(len(v) for v in done.values())
 
