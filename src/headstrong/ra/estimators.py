@@ -16,6 +16,7 @@ from typing import Callable, Optional, Protocol
 import numpy as np
 import pandas as pd
 
+from headstrong.faults.strata import DEFAULT_FLOOR, DEFAULT_PILOT, allocation_shares, pilot_counts
 from headstrong.ra.sites import SiteSpace
 
 Z95 = 1.959963984540054
@@ -210,15 +211,17 @@ class ImportanceP(Estimator):
 class ImportanceBits(Estimator):
     """q proportional to p(j) (h(bit) + eps), h the accuracy lost per bit, measured by a pilot.
 
-    The pilot draws ``pilot`` sites (default 16 per bit) from p, the same number at every bit,
+    The pilot draws ``pilot`` sites (default 16 per bit) from p, the same number at every bit
+    (the pilot of stratified campaigns, ``headstrong.faults.strata``),
     runs each on the first ``pilot_images`` images of the set (default 25; None: all) and sets
     h(b) to the mean |UF (SA - A)| it measured at bit b. A few images suffice: the pilot only has
     to find the bits whose flips cost accuracy, and its cost is pilot x pilot_images / images
-    full-set faults. eps = ``floor`` x mean h keeps q > 0 wherever p > 0, so the estimate stays
+    full-set faults. The bit shares are ``strata.allocation_shares`` (the campaigns' Neyman shares
+    with h as the scale): eps = ``floor`` x mean h keeps q > 0 wherever p > 0, so the estimate stays
     unbiased even where the pilot saw no harm; the pilot's own draws are not part of it.
     """
 
-    def __init__(self, pilot: Optional[int] = None, pilot_images: Optional[int] = 25, floor: float = 0.1):
+    def __init__(self, pilot: Optional[int] = None, pilot_images: Optional[int] = 25, floor: float = DEFAULT_FLOOR):
         if pilot is not None and not is_positive_int(pilot):
             raise ValueError(f"pilot = {pilot!r}: must be an integer >= 1 (faults in the pilot campaign)")
         if pilot_images is not None and not is_positive_int(pilot_images):
@@ -241,11 +244,11 @@ class ImportanceBits(Estimator):
         return oracle.n_images if self.pilot_images is None else min(self.pilot_images, oracle.n_images)
 
     def proposal(self, space, oracle, rng, progress):
-        per_bit = max(1, (self.pilot if self.pilot is not None else 16 * space.bits) // space.bits)
+        per_bit = max(1, (self.pilot if self.pilot is not None else DEFAULT_PILOT * space.bits) // space.bits)
         q_group = space.p_group / space.p_group.sum()
         group = rng.choice(len(q_group), size=per_bit * space.bits, p=q_group)
         element = np.minimum((rng.random(len(group)) * space.n[group]).astype(np.int64), space.n[group] - 1)
-        bit = np.repeat(np.arange(space.bits), per_bit)
+        bit = np.repeat(np.arange(space.bits), pilot_counts(space.bits, per_bit))
         ids = space.encode(group, element, bit)
         unique, inverse = np.unique(ids, return_inverse=True)
         images = self._images(oracle)
@@ -255,10 +258,8 @@ class ImportanceBits(Estimator):
         self.harm_ = harm
         self.pilot_ids_ = unique
         self._pilot_n = len(unique)
-        if harm.sum() <= 0:
-            return Proposal(q_group, _uniform_bits(space))
-        shaped = harm + self.floor * harm.mean()
-        return Proposal(q_group, np.tile(shaped / shaped.sum(), (len(q_group), 1)))
+        shares = allocation_shares(np.ones(space.bits), harm, self.floor)  # the campaigns' Neyman shares
+        return Proposal(q_group, np.tile(shares, (len(q_group), 1)))
 
 
 def is_positive_int(value: object) -> bool:
