@@ -84,7 +84,7 @@ def test_bad_input_is_one_clear_error_and_stored_results_untouched(
     args = [str(checkpoint) if a == "CKPT" else str(wrong_checkpoint) if a == "WRONG" else a for a in args]
     # options after SMALL override its values (the last one given wins)
     result = runner.invoke(app, ["inject", args[0], *SMALL, "--layers", "head", *args[1:], "--out", str(out)])
-    assert result.exit_code == 1
+    assert result.exit_code == 2
     assert "Traceback" not in result.output
     assert re.search(message, result.output), result.output
     after = {p: p.read_bytes() for p in out.rglob("*") if p.is_file()}
@@ -95,5 +95,5 @@ def test_out_that_is_a_file(tmp_path: Path, checkpoint: Path) -> None:
     target = tmp_path / "file.txt"
     target.write_text("x")
     result = runner.invoke(app, ["inject", str(checkpoint), *SMALL, "--out", str(target)])
-    assert result.exit_code == 1 and "is a file" in result.output
+    assert result.exit_code == 2 and "is a file" in result.output
     assert target.read_text() == "x"

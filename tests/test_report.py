@@ -87,7 +87,7 @@ def test_report_command_and_its_errors(tmp_path: Path, two_runs: tuple[Path, Pat
     assert result.exit_code == 0, result.output
     assert (tmp_path / "r" / "report.html").is_file()
     missing = runner.invoke(app, ["report", str(tmp_path / "nope"), "--out", str(tmp_path / "r2")])
-    assert missing.exit_code == 1
+    assert missing.exit_code == 2
     assert "not a campaign folder" in missing.output
     assert not (tmp_path / "r2").exists()
 

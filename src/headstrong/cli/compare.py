@@ -29,13 +29,9 @@ def compare(
     from headstrong.report.compare import compare_runs
     from headstrong.report.tables import console, rich_table
 
-    try:
-        if csv is not None and csv.is_dir():
-            raise ValueError(f"--csv {str(csv)!r} is a directory; give a file name")
-        table = compare_runs(load_results(baseline), load_results(textguided))
-    except ValueError as error:
-        typer.echo(f"error: {error}", err=True)
-        raise typer.Exit(1) from None
+    if csv is not None and csv.is_dir():
+        raise ValueError(f"--csv {str(csv)!r} is a directory; give a file name")
+    table = compare_runs(load_results(baseline), load_results(textguided))
     headings, rows = comparison_rows(table)
     console().print(rich_table(headings, rows, title=f"improvement of {textguided} over {baseline}"))
     if csv is not None:

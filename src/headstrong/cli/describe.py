@@ -34,25 +34,21 @@ def describe(
     from headstrong.textguided import descriptions as desc
     from headstrong.textguided import llm
 
-    try:
-        names = desc.class_list(classes)
-        asked = desc.question_list(questions) if questions is not None else list(desc.DEFAULT_QUESTIONS)
-        retry = llm.RetryPolicy(attempts=max_retries + 1, base=retry_wait)
-        result = llm.generate(
-            names,
-            asked,
-            out,
-            model=model,
-            base_url=base_url,
-            api_key_env=api_key_env,
-            temperature=temperature,
-            retry=retry,
-            dataset=desc.canonical_name(classes),
-            progress=progress,
-        )
-    except (ValueError, llm.GenerationError) as error:
-        typer.echo(f"error: {error}", err=True)
-        raise typer.Exit(1) from None
+    names = desc.class_list(classes)
+    asked = desc.question_list(questions) if questions is not None else list(desc.DEFAULT_QUESTIONS)
+    retry = llm.RetryPolicy(attempts=max_retries + 1, base=retry_wait)
+    result = llm.generate(
+        names,
+        asked,
+        out,
+        model=model,
+        base_url=base_url,
+        api_key_env=api_key_env,
+        temperature=temperature,
+        retry=retry,
+        dataset=desc.canonical_name(classes),
+        progress=progress,
+    )
     typer.echo(f"wrote {sum(map(len, result.values()))} answers for {len(result)} classes to {out}")
 
 

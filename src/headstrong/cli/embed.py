@@ -27,17 +27,13 @@ def embed_command(
     from headstrong.textguided import descriptions as desc_mod
     from headstrong.textguided.encoders import encode_classes
 
-    try:
-        classes = None
-        if dataset is not None:
-            from headstrong.data import dataset_info
+    classes = None
+    if dataset is not None:
+        from headstrong.data import dataset_info
 
-            classes = list(dataset_info(dataset).classes)
-        desc = desc_mod.load(descriptions, classes=classes)
-        emb = encode_classes(desc, encoder, classes=classes, cache=cache, device=device)
-    except ValueError as error:
-        typer.echo(f"error: {error}", err=True)
-        raise typer.Exit(2) from None
+        classes = list(dataset_info(dataset).classes)
+    desc = desc_mod.load(descriptions, classes=classes)
+    emb = encode_classes(desc, encoder, classes=classes, cache=cache, device=device)
     path = Path(out)
     path.parent.mkdir(parents=True, exist_ok=True)
     torch.save({"embeddings": emb, "classes": list(desc), "encoder": encoder, "descriptions": descriptions}, path)

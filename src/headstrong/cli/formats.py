@@ -35,11 +35,7 @@ def formats_command(
     if name is None:
         console.print(_format_table())
         return
-    try:
-        fmt = formats.get(name, scale=scale) if scale is not None else formats.get(name)
-    except ValueError as error:
-        typer.echo(f"Error: {error}", err=True)
-        raise typer.Exit(2) from None
+    fmt = formats.get(name, scale=scale) if scale is not None else formats.get(name)
     console.print(_flip_table(fmt, value))
 
 

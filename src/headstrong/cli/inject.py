@@ -129,27 +129,23 @@ def inject(
     from headstrong.campaign.storage import check_out_dir
     from headstrong.report.tables import console, layer_table
 
-    try:
-        check_out_dir(out)
-        spec = build_spec(spec_file, {
-            "kind": kind, "layers": parse_layers(layers), "fmt": fmt, "bits": parse_bits(bits),
-            "n_faults": n_faults, "margin": margin, "confidence": confidence, "per_bit": per_bit, "seed": seed,
-            "only_correct": only_correct, "range_detector": range_detector, "max_images": max_images,
-            "fault_model": fault_model, "ber": ber, "k": k, "sites": sites,
-        })  # fmt: skip
-        from headstrong.data import load_dataset
+    check_out_dir(out)
+    spec = build_spec(spec_file, {
+        "kind": kind, "layers": parse_layers(layers), "fmt": fmt, "bits": parse_bits(bits),
+        "n_faults": n_faults, "margin": margin, "confidence": confidence, "per_bit": per_bit, "seed": seed,
+        "only_correct": only_correct, "range_detector": range_detector, "max_images": max_images,
+        "fault_model": fault_model, "ber": ber, "k": k, "sites": sites,
+    })  # fmt: skip
+    from headstrong.data import load_dataset
 
-        data = load_dataset(dataset, split=split)
-        net = load_model(model, dataset, num_classes, in_chans)
-        check_model_fits(net, data)
-        result = run_campaign(
-            net, data, spec, device=device, out=out, backend=backend, batch_size=batch_size,
-            chunk_size=chunk_size, progress=progress and sys.stderr.isatty(), ray_address=ray_address,
-            num_workers=workers,
-        )  # fmt: skip
-    except ValueError as error:
-        typer.echo(f"error: {error}", err=True)
-        raise typer.Exit(1) from None
+    data = load_dataset(dataset, split=split)
+    net = load_model(model, dataset, num_classes, in_chans)
+    check_model_fits(net, data)
+    result = run_campaign(
+        net, data, spec, device=device, out=out, backend=backend, batch_size=batch_size,
+        chunk_size=chunk_size, progress=progress and sys.stderr.isatty(), ray_address=ray_address,
+        num_workers=workers,
+    )  # fmt: skip
     console().print(layer_table(result.per_layer, title=f"{len(result.records):,} faults evaluated, stored in {out}"))
 
 

@@ -37,26 +37,22 @@ def ra_command(
     from rich.console import Console
 
     console = Console()
-    try:
-        from headstrong.ra import Accelerator
+    from headstrong.ra import Accelerator
 
-        names = _parse_estimators(estimator)
-        if samples < 1:
-            raise ValueError(f"--samples {samples}: must be >= 1")
-        if pilot_images < 1:
-            raise ValueError(f"--pilot-images {pilot_images}: must be >= 1")
-        if threads is not None:
-            if threads < 1:
-                raise ValueError(f"--threads {threads}: must be >= 1")
-            import torch
+    names = _parse_estimators(estimator)
+    if samples < 1:
+        raise ValueError(f"--samples {samples}: must be >= 1")
+    if pilot_images < 1:
+        raise ValueError(f"--pilot-images {pilot_images}: must be >= 1")
+    if threads is not None:
+        if threads < 1:
+            raise ValueError(f"--threads {threads}: must be >= 1")
+        import torch
 
-            torch.set_num_threads(threads)
-        hardware = Accelerator.load(accelerator)
-        estimates, oracle, exact = _run(checkpoint, hardware, names, samples, fmt, dataset, max_images,
-                                        {"pilot": pilot, "pilot_images": pilot_images}, seed, range_detector, console)
-    except ValueError as error:
-        typer.echo(f"Error: {error}", err=True)
-        raise typer.Exit(2) from None
+        torch.set_num_threads(threads)
+    hardware = Accelerator.load(accelerator)
+    estimates, oracle, exact = _run(checkpoint, hardware, names, samples, fmt, dataset, max_images,
+                                    {"pilot": pilot, "pilot_images": pilot_images}, seed, range_detector, console)
     console.print(_table(estimates, oracle, exact))
     out.mkdir(parents=True, exist_ok=True)
     from headstrong.ra.plot import convergence_plot

@@ -18,14 +18,10 @@ def report(
     from headstrong.report import build_report
     from headstrong.report.compare import compare_runs
 
-    try:
-        names = [n.strip() for n in labels.split(",")] if labels else None
-        results = [load_results(run) for run in runs]
-        comparison = compare_runs(results[0], results[1]) if len(results) == 2 else None
-        page = build_report(results, out, names, comparison=comparison)
-    except ValueError as error:
-        typer.echo(f"error: {error}", err=True)
-        raise typer.Exit(1) from None
+    names = [n.strip() for n in labels.split(",")] if labels else None
+    results = [load_results(run) for run in runs]
+    comparison = compare_runs(results[0], results[1]) if len(results) == 2 else None
+    page = build_report(results, out, names, comparison=comparison)
     typer.echo(f"wrote {page} (and summary.md, PNG plots) in {out}")
 
 

@@ -29,11 +29,7 @@ def _run(config, progress: bool) -> None:
     from headstrong.study import run_study
 
     console = Console()
-    try:
-        result = run_study(config, progress=progress, say=console.print)
-    except ValueError as error:
-        console.print(f"[red]error:[/] {error}")
-        raise typer.Exit(2) from None
+    result = run_study(config, progress=progress, say=console.print)
     _print_result(result)
 
 
@@ -60,13 +56,9 @@ def register(app: typer.Typer) -> None:
         if limit_train is not None:
             train["limit_train"] = limit_train or None
         campaign = {k: v for k, v in (("n_faults", n_faults), ("max_images", max_images)) if v is not None}
-        try:
-            config = demo_config(out=out, device=device, backbone=backbone,
-                                 formats=tuple(f.strip() for f in formats.split(",") if f.strip()),
-                                 train=train, campaign=campaign)
-        except ValueError as error:
-            typer.echo(f"error: {error}", err=True)
-            raise typer.Exit(2) from None
+        config = demo_config(out=out, device=device, backbone=backbone,
+                             formats=tuple(f.strip() for f in formats.split(",") if f.strip()),
+                             train=train, campaign=campaign)
         _run(config, progress)
 
     @app.command()
@@ -77,9 +69,5 @@ def register(app: typer.Typer) -> None:
         """Run a grid of backbones x inits x formats x seeds; resumable; one combined report."""
         from headstrong.study import load_study
 
-        try:
-            config = load_study(config_file)
-        except ValueError as error:
-            typer.echo(f"error: {error}", err=True)
-            raise typer.Exit(2) from None
+        config = load_study(config_file)
         _run(config, progress)

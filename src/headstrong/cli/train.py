@@ -44,18 +44,14 @@ def train_command(
     """Train a model; print its test top-1 at the end."""
     from headstrong.train import TrainConfig, train
 
-    try:
-        config = TrainConfig(
-            dataset=dataset, backbone=backbone, head=head, init=init, encoder=encoder,
-            descriptions=descriptions, embeddings=embeddings, epochs=epochs, batch_size=batch_size,
-            lr=lr, momentum=momentum, weight_decay=weight_decay, label_smoothing=label_smoothing,
-            warmup_epochs=warmup_epochs, augment=augment, image_size=image_size,
-            small_input=small_input, freeze_head=freeze_head, seed=seed, limit_train=limit_train,
-            limit_test=limit_test, device=device, amp=amp, num_workers=workers, data_root=data_root,
-            threads=threads,
-        )
-        result = train(config, out, progress=progress)
-    except ValueError as error:
-        typer.echo(f"error: {error}", err=True)
-        raise typer.Exit(2) from None
+    config = TrainConfig(
+        dataset=dataset, backbone=backbone, head=head, init=init, encoder=encoder,
+        descriptions=descriptions, embeddings=embeddings, epochs=epochs, batch_size=batch_size,
+        lr=lr, momentum=momentum, weight_decay=weight_decay, label_smoothing=label_smoothing,
+        warmup_epochs=warmup_epochs, augment=augment, image_size=image_size,
+        small_input=small_input, freeze_head=freeze_head, seed=seed, limit_train=limit_train,
+        limit_test=limit_test, device=device, amp=amp, num_workers=workers, data_root=data_root,
+        threads=threads,
+    )
+    result = train(config, out, progress=progress)
     typer.echo(f"top-1 {result.top1:.2f}% ({config.head} {config.backbone} on {config.dataset}); checkpoint {result.checkpoint}")
