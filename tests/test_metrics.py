@@ -11,7 +11,7 @@ import torch
 from scipy import stats
 
 from headstrong import metrics
-from headstrong.metrics import DeltaLoss, Mismatch, NonFinite, ResilienceMetrics, Top2Diff, summarize
+from headstrong.metrics import summarize
 
 
 def records(n: int = 60, seed: int = 0) -> pd.DataFrame:
@@ -28,9 +28,9 @@ def records(n: int = 60, seed: int = 0) -> pd.DataFrame:
 
 
 def test_delta_loss_by_hand() -> None:
-    m = DeltaLoss()
-    m.update(torch.tensor([1.0, 2.0, 3.0, 4.0]))
-    out = m.compute()
+    frame = pd.DataFrame({"delta_loss": [1.0, 2.0, 3.0, 4.0], "golden_pred": 0, "faulty_pred": 0,
+                          "top2_diff": 0.0, "nonfinite": False})
+    out = summarize(frame, by=()).iloc[0]
     std = math.sqrt(5 / 3)  # sample std of 1..4
     assert out["delta_loss_mean"] == pytest.approx(2.5)
     assert out["delta_loss_std"] == pytest.approx(std)
@@ -40,13 +40,12 @@ def test_delta_loss_by_hand() -> None:
 
 
 def test_nonfinite_outputs_are_left_out_of_the_mean_and_counted() -> None:
-    m = ResilienceMetrics()
-    m.update({"delta_loss": [1.0, math.nan, math.inf, 3.0], "nonfinite": [False, True, False, False],
-              "golden_pred": [1, 1, 1, 1], "faulty_pred": [1, 2, 1, 1], "top2_diff": [10.0, 20.0, 30.0, 40.0]})
-    out = m.compute()
+    frame = pd.DataFrame({"delta_loss": [1.0, math.nan, math.inf, 3.0], "nonfinite": [False, True, False, False],
+                          "golden_pred": [1, 1, 1, 1], "faulty_pred": [1, 2, 1, 1], "top2_diff": [10.0, 20.0, 30.0, 40.0]})
+    out = summarize(frame, by=()).iloc[0]
     assert out["delta_loss_mean"] == pytest.approx(2.0) and out["n_finite"] == 2
     assert out["nonfinite_rate"] == pytest.approx(0.5)
-    assert out["mismatch_rate"] == pytest.approx(0.25) and out["n"] == 4
+    assert out["mismatch_rate"] == pytest.approx(0.25) and out["n"] == 4 and out["n_faults"] == 4
     assert out["top2_diff_mean"] == pytest.approx(25.0)
 
 
@@ -73,44 +72,6 @@ def test_mean_interval_matches_scipy_normal_interval() -> None:
     sem = stats.sem(values)
     assert mean == pytest.approx(values.mean()) and std == pytest.approx(values.std(ddof=1))
     assert (lo, hi) == pytest.approx((mean - 2.576 * sem, mean + 2.576 * sem))
-
-
-def test_batched_merge_equals_one_pass() -> None:
-    frame = records(90, seed=2)
-    whole = ResilienceMetrics()
-    whole.update(frame)
-    merged = ResilienceMetrics()
-    for part in np.array_split(np.arange(90), [7, 40]):
-        piece = ResilienceMetrics()
-        piece.update(frame.iloc[part])
-        merged.merge(piece)
-    a, b = whole.compute(), merged.compute()
-    assert a.keys() == b.keys()
-    for key in a:
-        assert a[key] == pytest.approx(b[key], rel=1e-12), key
-    row = summarize(frame, by=()).iloc[0]
-    for key in a:
-        assert row[key] == pytest.approx(a[key], rel=1e-12), key
-    merged.reset()
-    assert merged.compute()["n"] == 0 and math.isnan(merged.compute()["delta_loss_mean"])
-
-
-def test_single_metrics_and_their_errors() -> None:
-    mm = Mismatch()
-    mm.update(torch.tensor([0, 1, 2, 3]), torch.tensor([0, 1, 0, 0]))
-    assert mm.compute()["mismatch_rate"] == 0.5
-    with pytest.raises(ValueError, match="length"):
-        mm.update([0, 1], [0])
-    t2 = Top2Diff()
-    t2.update([50.0, 100.0])
-    assert t2.compute()["top2_diff_mean"] == 75.0
-    nf = NonFinite()
-    nf.update([False, False, True], [0.1, math.nan, 1.0])
-    assert nf.compute()["nonfinite_rate"] == pytest.approx(2 / 3)
-    with pytest.raises(TypeError, match="cannot merge"):
-        nf.merge(t2)
-    with pytest.raises(ValueError, match="reduction"):
-        nf.add_state("x", 0, "mean")
 
 
 def test_summarize_per_layer_and_bit() -> None:

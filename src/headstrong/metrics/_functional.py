@@ -6,6 +6,9 @@ import math
 from statistics import NormalDist
 
 import numpy as np
+import pandas as pd
+
+from headstrong.faults.strata import StratumStats, stratified_mean, stratified_rate
 
 DEFAULT_CONFIDENCE = 0.99
 
@@ -56,25 +59,75 @@ def split_finite(delta_loss: np.ndarray, nonfinite: np.ndarray | None) -> tuple[
 
 
 def summary_row(delta_loss: np.ndarray, mismatch: np.ndarray, top2_diff: np.ndarray,
-                nonfinite: np.ndarray | None, confidence: float = DEFAULT_CONFIDENCE) -> dict[str, float]:
-    """One group's summary, with the column names of ``summarize``."""
+                nonfinite: np.ndarray | None, confidence: float = DEFAULT_CONFIDENCE,
+                stratum: np.ndarray | None = None, weight: np.ndarray | None = None,
+                n_faults: int | None = None) -> dict[str, float]:
+    """One group's summary, with the column names of ``summarize``.
+
+    With ``stratum`` and ``weight`` (each record's stratum and that stratum's share of the uniform
+    population) every figure is the design-weighted one (``headstrong.faults.strata``); without
+    them, the plain figures of a uniform sample.
+    """
+    if stratum is not None and weight is not None:
+        return _weighted_row(delta_loss, mismatch, top2_diff, nonfinite, confidence, stratum, weight, n_faults)
     finite, n_bad = split_finite(delta_loss, nonfinite)
     n = len(np.asarray(delta_loss))
     mean, std, lo, hi = normal_interval(float(finite.sum()), float((finite * finite).sum()), len(finite), confidence)
     k = int(np.asarray(mismatch, dtype=bool).sum())
     rate, m_lo, m_hi = wilson_interval(k, n, confidence)
     top2 = np.asarray(top2_diff, dtype=np.float64)
+    return _row(n, (mean, lo, hi), float(np.median(finite)) if len(finite) else math.nan, (rate, m_lo, m_hi),
+                float(top2.mean()) if len(top2) else math.nan, n_bad / n if n else math.nan, std, len(finite),
+                n if n_faults is None else n_faults)
+
+
+def _row(n: int, delta: tuple[float, float, float], median: float, rate: tuple[float, float, float],
+         top2: float, nonfinite_rate: float, std: float, n_finite: int, n_faults: int) -> dict[str, float]:
     return {
         "n": n,
-        "delta_loss_mean": mean,
-        "delta_loss_ci_low": lo,
-        "delta_loss_ci_high": hi,
-        "delta_loss_median": float(np.median(finite)) if len(finite) else math.nan,
-        "mismatch_rate": rate,
-        "mismatch_ci_low": m_lo,
-        "mismatch_ci_high": m_hi,
-        "top2_diff_mean": float(top2.mean()) if len(top2) else math.nan,
-        "nonfinite_rate": n_bad / n if n else math.nan,
+        "delta_loss_mean": delta[0],
+        "delta_loss_ci_low": delta[1],
+        "delta_loss_ci_high": delta[2],
+        "delta_loss_median": median,
+        "mismatch_rate": rate[0],
+        "mismatch_ci_low": rate[1],
+        "mismatch_ci_high": rate[2],
+        "top2_diff_mean": top2,
+        "nonfinite_rate": nonfinite_rate,
         "delta_loss_std": std,
-        "n_finite": len(finite),
+        "n_finite": n_finite,
+        "n_faults": n_faults,
     }
+
+
+def _weighted_row(delta_loss: np.ndarray, mismatch: np.ndarray, top2_diff: np.ndarray, nonfinite: np.ndarray | None,
+                  confidence: float, stratum: np.ndarray, weight: np.ndarray, n_faults: int | None) -> dict[str, float]:
+    """The design-weighted summary: each record stands for ``W_h / n_h`` of the population."""
+    codes, uniques = pd.factorize(np.asarray(stratum))
+    weights = np.zeros(len(uniques))
+    weights[codes] = np.asarray(weight, dtype=np.float64)
+    if not np.all(np.isfinite(weights)) or np.any(weights < 0) or weights.sum() <= 0:
+        raise ValueError("record weights must be finite, >= 0 and not all zero (each stratum's population share)")
+    stats = StratumStats.from_arrays(codes, len(uniques), delta_loss, mismatch, nonfinite)
+    mean = stratified_mean(weights, stats, confidence)
+    rate = stratified_rate(weights, stats, confidence)
+    share = weights[codes] / stats.n[codes]  # each record's share of the population
+    delta = np.asarray(delta_loss, dtype=np.float64)
+    finite = np.isfinite(delta) & ~(np.zeros(len(delta), bool) if nonfinite is None else np.asarray(nonfinite, bool))
+    n, n_finite = len(delta), int(finite.sum())
+    return _row(n, (mean.estimate, mean.low, mean.high), _weighted_median(delta[finite], share[finite]),
+                (rate.estimate, rate.low, rate.high),
+                float(np.average(np.asarray(top2_diff, dtype=np.float64), weights=share)) if n else math.nan,
+                float(share[~finite].sum() / share.sum()) if n else math.nan,
+                mean.se * math.sqrt(n_finite),  # so std / sqrt(n_finite) is the design's standard error
+                n_finite, n if n_faults is None else n_faults)
+
+
+def _weighted_median(values: np.ndarray, weights: np.ndarray) -> float:
+    """The median of the weighted distribution (equal weights: numpy's median)."""
+    if len(values) == 0:
+        return math.nan
+    order = np.argsort(values, kind="stable")
+    v, w = values[order], weights[order]
+    mid = np.cumsum(w) - 0.5 * w
+    return float(np.interp(0.5 * w.sum(), mid, v))

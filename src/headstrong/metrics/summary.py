@@ -12,7 +12,7 @@ from headstrong.metrics._functional import DEFAULT_CONFIDENCE, summary_row, z_va
 
 SUMMARY_COLUMNS = ("n", "delta_loss_mean", "delta_loss_ci_low", "delta_loss_ci_high", "delta_loss_median",
                    "mismatch_rate", "mismatch_ci_low", "mismatch_ci_high", "top2_diff_mean", "nonfinite_rate",
-                   "delta_loss_std", "n_finite")
+                   "delta_loss_std", "n_finite", "n_faults")
 RECORD_COLUMNS = ("delta_loss", "golden_pred", "faulty_pred", "top2_diff", "nonfinite")
 
 
@@ -22,8 +22,16 @@ def summarize(records: Any, by: Sequence[str] | str | None = ("layer",),
 
     Columns: the ``by`` keys, then n, delta_loss_mean / _ci_low / _ci_high (normal interval,
     z = 2.576 at 99%), delta_loss_median, mismatch_rate / _ci_low / _ci_high (Wilson),
-    top2_diff_mean, nonfinite_rate, delta_loss_std and n_finite. Groups keep the order in
-    which they first appear (forward order for a campaign's layers).
+    top2_diff_mean, nonfinite_rate, delta_loss_std, n_finite and n_faults (distinct
+    ``fault_id``s when records have them, else n). Groups keep the order in which they first
+    appear (forward order for a campaign's layers).
+
+    Records of a stratified campaign carry ``stratum`` and ``weight`` (the stratum's share of the
+    uniform population): then every figure is the design-weighted estimate of the same quantity a
+    uniform campaign estimates, with intervals that hold under unequal allocation (a t interval
+    for the mean, a Wilson interval at the effective sample size for the rate; see
+    ``headstrong.faults.strata``), and ``delta_loss_std`` is the design's standard error times
+    sqrt(n_finite). Records without them get the plain figures, as before.
     """
     import pandas as pd
 
@@ -37,9 +45,16 @@ def summarize(records: Any, by: Sequence[str] | str | None = ("layer",),
     if absent:
         raise ValueError(f"cannot group by {absent}: records have columns {', '.join(map(str, records.columns))}")
 
+    weighted = "weight" in records.columns or "stratum" in records.columns
+    if weighted and not {"weight", "stratum"} <= set(records.columns):
+        raise ValueError("records of a stratified campaign need both 'stratum' and 'weight' columns; got one of them")
+
     def row(group: Any) -> dict[str, float]:
         return summary_row(group["delta_loss"].to_numpy(), (group["golden_pred"] != group["faulty_pred"]).to_numpy(),
-                           group["top2_diff"].to_numpy(), group["nonfinite"].to_numpy(), confidence)
+                           group["top2_diff"].to_numpy(), group["nonfinite"].to_numpy(), confidence,
+                           stratum=group["stratum"].to_numpy() if weighted else None,
+                           weight=group["weight"].to_numpy() if weighted else None,
+                           n_faults=int(group["fault_id"].nunique()) if "fault_id" in group.columns else None)
 
     if not keys:
         return pd.DataFrame([row(records)], columns=list(SUMMARY_COLUMNS))
