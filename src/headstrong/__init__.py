@@ -23,6 +23,7 @@ _LAZY: dict[str, str] = {
     "train": "headstrong.train",
     "ra": "headstrong.ra",
     "report": "headstrong.report",
+    "harden": "headstrong.harden",
     "data": "headstrong.data",
     "descriptions": "headstrong.textguided.descriptions",
     # fault injection

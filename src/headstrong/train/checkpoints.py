@@ -4,12 +4,18 @@ A checkpoint holds the model's ``spec`` (backbone name, head kind, sizes), its s
 training config and, for a text-guided model, the class embeddings it started from, so loading
 needs neither the encoder nor the code that built it. Writes are atomic (temporary file, then
 rename): a run killed mid-write leaves the previous checkpoint intact.
+
+A hardened model (``headstrong.harden``) is saved as its base model's spec and state plus the
+list of hardening steps in ``hardening`` (plain data: method, options, bounds); loading rebuilds
+the base by name, replays each step with the function registered for its method
+(``register_rebuild``) and loads the state into the result.
 """
 
 from __future__ import annotations
 
+import importlib
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 import torch
 from torch import nn
@@ -17,9 +23,34 @@ from torch import nn
 from headstrong._atomic import atomic_torch_save
 from headstrong.textguided.models import model_from_spec
 
-__all__ = ["save_checkpoint", "load_checkpoint", "read_checkpoint", "CHECKPOINT_FORMAT"]
+__all__ = ["save_checkpoint", "load_checkpoint", "read_checkpoint", "register_rebuild", "CHECKPOINT_FORMAT"]
 
 CHECKPOINT_FORMAT = "headstrong-checkpoint/1"
+
+Rebuild = Callable[[nn.Module, dict[str, Any]], nn.Module]
+_REBUILDS: dict[str, Rebuild] = {}
+# The package whose import registers the rebuild functions of hardening steps: a plug-in looked
+# up by name when a checkpoint needs it, so this layer never imports the layer above.
+_HARDEN_PLUGIN = "headstrong.harden"
+
+
+def register_rebuild(method: str, fn: Rebuild) -> None:
+    """File ``fn(model, record) -> model``: replays a saved hardening step of ``method``."""
+    _REBUILDS[method] = fn
+
+
+def _replay(model: nn.Module, steps: list[dict[str, Any]], path: Path) -> nn.Module:
+    if steps and any(step.get("method") not in _REBUILDS for step in steps):
+        importlib.import_module(_HARDEN_PLUGIN)
+    for step in steps:
+        fn = _REBUILDS.get(step.get("method"))
+        if fn is None:
+            raise ValueError(
+                f"checkpoint {path} holds a hardening step {step.get('method')!r} this version cannot "
+                f"rebuild; known: {', '.join(sorted(_REBUILDS))}"
+            )
+        model = fn(model, step)
+    return model
 
 
 def _describe(spec: Optional[dict[str, Any]], model: Optional[nn.Module] = None) -> str:
@@ -52,6 +83,7 @@ def save_checkpoint(
         "config": dict(config) if config is not None else None,
         "class_embeddings": None if class_embeddings is None else class_embeddings.detach().cpu(),
         "classes": list(classes) if classes is not None else None,
+        "hardening": [dict(step) for step in getattr(model, "hardening", None) or []],
         **extra,
     }
     return atomic_torch_save(payload, path)
@@ -98,13 +130,17 @@ def load_checkpoint(
     """``(model, config)``: the model rebuilt from the checkpoint's spec with its weights.
 
     With ``model`` given, the weights are loaded into it instead; a checkpoint of another
-    architecture is a ValueError naming both.
+    architecture is a ValueError naming both. A hardened checkpoint comes back hardened (its
+    steps replayed on the rebuilt model), so it needs ``model=None``.
     """
     path = Path(path)
     payload = read_checkpoint(path)
     spec = payload["model_spec"]
+    steps = list(payload.get("hardening") or [])
+    if steps and model is not None:
+        raise ValueError(f"checkpoint {path} holds a hardened model, which rebuilds itself; omit model=")
     if model is None:
-        model = model_from_spec(spec)
+        model = _replay(model_from_spec(spec), steps, path)
     else:
         other = getattr(model, "spec", None)
         if other is not None:
