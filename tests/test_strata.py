@@ -69,9 +69,15 @@ def test_weighted_interval_math_by_hand() -> None:
     s2 = np.array([np.var(np.concatenate([v - ratio, np.zeros(int(m) - len(v))]), ddof=1) for v, m in zip(finite, n)])
     parts = (0.25**2 * s2 / n) / (0.25 * f.sum()) ** 2
     df = parts.sum() ** 2 / (parts**2 / (n - 1)).sum()
-    half = stats.t.ppf(0.975, df) * math.sqrt(parts.sum())
+    q, se = stats.t.ppf(0.975, df), math.sqrt(parts.sum())
+    residuals = [np.concatenate([v - ratio, np.zeros(int(m) - len(v))]) for v, m in zip(finite, n)]
+    m3 = np.array([((e - e.mean()) ** 3).mean() for e in residuals])
+    gamma = ((0.25**3 * m3 / n**2).sum() / (0.25 * f.sum()) ** 3) / se**3
+    shift = se * min(max(gamma * (2 * q * q + 1) / 6, -q / 2), q / 2)  # Hall's skewness correction
     assert row["delta_loss_mean"] == pytest.approx(ratio)
-    assert (row["delta_loss_ci_low"], row["delta_loss_ci_high"]) == pytest.approx((ratio - half, ratio + half))
+    assert (row["delta_loss_ci_low"], row["delta_loss_ci_high"]) == pytest.approx(
+        (ratio - q * se + shift, ratio + q * se + shift))
+    assert shift > 0  # exponential ΔLoss: right-skewed, the interval moves up
     assert row["delta_loss_std"] / math.sqrt(row["n_finite"]) == pytest.approx(math.sqrt(parts.sum()))
 
 
