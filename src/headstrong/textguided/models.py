@@ -19,9 +19,11 @@ from torch import nn
 
 from headstrong.textguided.backbones import create_features
 
-__all__ = ["TextGuidedClassifier", "BaselineClassifier", "build_baseline", "INITS", "random_unit_rows"]
+__all__ = ["TextGuidedClassifier", "BaselineClassifier", "build_baseline", "INITS", "random_unit_rows", "simplex_etf"]
 
-INITS = ("text", "name", "random", "random-linear")
+INITS = ("text", "name", "random", "random-linear", "etf")
+# Inits that need only the head's shape, not class embeddings.
+SHAPE_ONLY_INITS = ("random", "random-linear", "etf")
 CLIP_LOGIT_SCALE = math.log(1 / 0.07)
 CLIP_MAX_LOGIT_SCALE = math.log(100.0)
 
@@ -33,13 +35,34 @@ def random_unit_rows(num_classes: int, dim: int, seed: int = 0) -> torch.Tensor:
     return F.normalize(rows, dim=1)
 
 
+def simplex_etf(num_classes: int, dim: int, seed: int = 0) -> torch.Tensor:
+    """[C, D] rows of a simplex equiangular tight frame: unit norm, every pair at cosine
+    -1/(C-1), the best-separated C directions (Papyan et al., PNAS 2020: the geometry the
+    classifier of a network trained to zero loss collapses to). Built in the (C-1)-dimensional
+    subspace orthogonal to the all-ones vector and placed in D dimensions by a random
+    orthonormal map seeded by ``seed``; needs D >= C - 1."""
+    if num_classes < 2:
+        raise ValueError(f"a simplex ETF needs at least 2 classes; got {num_classes}")
+    if dim < num_classes - 1:
+        raise ValueError(f"a simplex ETF of {num_classes} classes needs embed_dim >= {num_classes - 1}; got {dim}")
+    c = num_classes
+    centred = torch.eye(c, dtype=torch.float64) - 1.0 / c  # columns: the centred standard basis
+    basis, _ = torch.linalg.qr(centred)  # first C-1 columns span the space orthogonal to ones
+    coords = basis[:, : c - 1].T @ centred  # [C-1, C]
+    generator = torch.Generator().manual_seed(seed)
+    rotation, _ = torch.linalg.qr(torch.randn(dim, c - 1, generator=generator, dtype=torch.float64))
+    rows = (rotation @ coords).T  # [C, D]
+    return F.normalize(rows, dim=1).float()
+
+
 class TextGuidedClassifier(nn.Module):
     """backbone -> projection to D -> unit-normalise -> head (rows = class embeddings) -> x exp(scale).
 
     ``class_embeddings`` [C, D] initialise the head's rows (renormalised) for ``init="text"`` and
     ``init="name"`` (the caller encodes "a photo of a {class}." for the latter). ``random`` draws
-    random unit rows and ``random-linear`` keeps nn.Linear's own init; both then only need the
-    shape, so ``class_embeddings`` may be None with ``num_classes`` and ``embed_dim`` given.
+    random unit rows, ``random-linear`` keeps nn.Linear's own init and ``etf`` sets the rows to a
+    simplex equiangular tight frame (``simplex_etf``); these only need the shape, so
+    ``class_embeddings`` may be None with ``num_classes`` and ``embed_dim`` given.
     ``freeze_head`` keeps the head's rows fixed; the logit scale is clamped at ``max_logit_scale``
     (ln 100 as in CLIP; None for no clamp).
     """
@@ -65,8 +88,7 @@ class TextGuidedClassifier(nn.Module):
         super().__init__()
         if init not in INITS:
             raise ValueError(f"unknown init {init!r}; expected one of {', '.join(INITS)}")
-        rows = _check_embeddings(class_embeddings, init, num_classes, embed_dim)
-        num_classes, embed_dim = rows.shape if rows is not None else (num_classes, embed_dim)
+        rows, num_classes, embed_dim = _check_embeddings(class_embeddings, init, num_classes, embed_dim)
         self.backbone, width = create_features(backbone, in_chans, small_input, num_features)
         self.projection = nn.Linear(width, embed_dim)
         self.head = nn.Linear(embed_dim, num_classes, bias=False)
@@ -75,6 +97,8 @@ class TextGuidedClassifier(nn.Module):
                 self.head.weight.copy_(F.normalize(rows.float(), dim=1))
             elif init == "random":
                 self.head.weight.copy_(random_unit_rows(num_classes, embed_dim, seed))
+            elif init == "etf":
+                self.head.weight.copy_(simplex_etf(num_classes, embed_dim, seed))
         self.head.weight.requires_grad_(not freeze_head)
         self.logit_scale = nn.Parameter(torch.tensor(float(logit_scale_init)))
         self.max_logit_scale = float("inf") if max_logit_scale is None else float(max_logit_scale)
@@ -99,13 +123,21 @@ class TextGuidedClassifier(nn.Module):
 
 def _check_embeddings(
     rows: Optional[torch.Tensor], init: str, num_classes: Optional[int], embed_dim: Optional[int]
-) -> Optional[torch.Tensor]:
+) -> tuple[Optional[torch.Tensor], int, int]:
+    """``(rows or None, num_classes, embed_dim)``; rows given to a shape-only init give the shape."""
+    if rows is not None and init in SHAPE_ONLY_INITS:
+        rows = torch.as_tensor(rows)  # only its shape matters
+        if rows.ndim == 2:
+            num_classes, embed_dim = num_classes or rows.shape[0], embed_dim or rows.shape[1]
+        rows = None
     if rows is None:
         if init in ("text", "name"):
             raise ValueError(f"init={init!r} needs class_embeddings [num_classes, D]; got None")
         if not num_classes or not embed_dim:
             raise ValueError(f"init={init!r} without class_embeddings needs num_classes and embed_dim")
-        return None
+        if init == "etf" and embed_dim < num_classes - 1:
+            raise ValueError(f"init='etf' needs embed_dim >= num_classes - 1 = {num_classes - 1}; got {embed_dim}")
+        return None, int(num_classes), int(embed_dim)
     rows = torch.as_tensor(rows)
     if rows.ndim != 2 or rows.shape[0] < 2 or rows.shape[1] < 1:
         raise ValueError(f"class_embeddings must be [num_classes >= 2, D]; got shape {tuple(rows.shape)}")
@@ -116,11 +148,12 @@ def _check_embeddings(
         )
     if not torch.isfinite(rows).all() or (rows.norm(dim=1) == 0).any():
         raise ValueError("class_embeddings has a zero or non-finite row; every class needs a direction")
-    return rows
+    return rows, int(rows.shape[0]), int(rows.shape[1])
 
 
 class BaselineClassifier(nn.Module):
-    """The same backbone with its usual C-way Linear (with bias), named ``head``."""
+    """The same backbone with its usual C-way Linear (with bias), named ``head``; ``freeze_head``
+    keeps that Linear at its initialisation (weight and bias)."""
 
     classifier_name = "head"
 
@@ -132,17 +165,19 @@ class BaselineClassifier(nn.Module):
         *,
         small_input: bool = False,
         num_features: Optional[int] = None,
+        freeze_head: bool = False,
     ) -> None:
         super().__init__()
         if num_classes < 2:
             raise ValueError(f"num_classes must be at least 2; got {num_classes}")
         self.backbone, width = create_features(backbone, in_chans, small_input, num_features)
         self.head = nn.Linear(width, num_classes)
+        self.head.requires_grad_(not freeze_head)
         self.num_classes = int(num_classes)
         self.spec: dict[str, Any] = {
             "kind": "baseline", "backbone": backbone if isinstance(backbone, str) else None,
             "in_chans": in_chans, "num_classes": self.num_classes, "small_input": small_input,
-            "num_features": num_features,
+            "num_features": num_features, "freeze_head": freeze_head,
         }
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -156,9 +191,11 @@ def build_baseline(
     *,
     small_input: bool = False,
     num_features: Optional[int] = None,
+    freeze_head: bool = False,
 ) -> BaselineClassifier:
     """The baseline for a text-guided model: same trunk, ordinary Linear classifier."""
-    return BaselineClassifier(backbone, num_classes, in_chans, small_input=small_input, num_features=num_features)
+    return BaselineClassifier(backbone, num_classes, in_chans, small_input=small_input, num_features=num_features,
+                              freeze_head=freeze_head)
 
 
 def model_from_spec(spec: dict[str, Any]) -> nn.Module:
@@ -171,6 +208,7 @@ def model_from_spec(spec: dict[str, Any]) -> nn.Module:
         return BaselineClassifier(
             spec["backbone"], spec["num_classes"], spec["in_chans"],
             small_input=spec["small_input"], num_features=spec.get("num_features"),
+            freeze_head=bool(spec.get("freeze_head", False)),
         )
     if kind == "text":
         model = TextGuidedClassifier(
