@@ -131,3 +131,47 @@ def test_other_spec_or_model_on_same_out_is_refused_and_nothing_touched(tmp_path
         hs.run_campaign(tiny_model(), data, spec(), "cpu", out, progress=False, chunk_size=32)
     after = {p: p.read_bytes() for p in out.rglob("*") if p.is_file()}
     assert after == before
+
+
+def test_a_chunk_from_another_run_or_of_another_schema_is_named_then_redone(tmp_path: Path) -> None:
+    first = run(tmp_path / "r")
+    model = tiny_model()
+    hs.run_campaign(model, tiny_data(model), spec().replace(seed=4), "cpu", tmp_path / "other", progress=False, **LAYOUT)
+    victim = sorted((tmp_path / "r" / storage.CHUNKS).glob("*.parquet"))[1]
+    source = tmp_path / "other" / storage.CHUNKS / victim.name
+    for suffix in ("", ".check"):  # the other run's chunk and its checksum record, copied over ours
+        Path(f"{victim}{suffix}").write_bytes(Path(f"{source}{suffix}").read_bytes())
+    with pytest.raises(ValueError, match=f"{victim.name}' belongs to another run \\(seed 4.*rerun"):
+        hs.load_results(tmp_path / "r")
+    with pytest.warns(storage.ChunkRedone, match=victim.name):
+        again = run(tmp_path / "r")
+    pd.testing.assert_frame_equal(again.records, first.records)
+
+    # a chunk whose schema cannot join the others' (a column of another type) is named, then redone
+    manifest = storage.read_manifest(tmp_path / "r")
+    unit = next(u for u in manifest["units"] if victim.name.startswith(u["id"]))
+    table = storage.read_chunk(victim, unit["id"], unit["stop"] - unit["start"])
+    storage.write_chunk(tmp_path / "r", unit["id"], table.set_column(0, table.field(0).name, table.column(0).cast("string")))
+    with pytest.raises(ValueError, match=f"{victim.name}' has a Parquet schema unlike the run's others"):
+        hs.load_results(tmp_path / "r")
+    with pytest.warns(storage.ChunkRedone, match=victim.name):
+        again = run(tmp_path / "r")
+    pd.testing.assert_frame_equal(again.records, first.records)
+
+
+@pytest.mark.parametrize("edit", ["drop a unit", "fmt"])
+def test_an_edited_manifest_is_named_and_the_run_refused(tmp_path: Path, edit: str) -> None:
+    import json
+
+    run(tmp_path / "r")
+    path = tmp_path / "r" / storage.MANIFEST
+    manifest = json.loads(path.read_text())
+    if edit == "fmt":
+        manifest["spec"]["fmt"] = "bf16"
+    else:
+        manifest["units"].pop(1)
+    path.write_text(json.dumps(manifest))
+    with pytest.raises(ValueError, match="manifest.json' was edited after the run wrote it"):
+        hs.load_results(tmp_path / "r")
+    with pytest.raises(ValueError, match="manifest.json' was edited after the run wrote it"):
+        run(tmp_path / "r")
