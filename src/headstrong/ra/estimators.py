@@ -62,7 +62,11 @@ class Proposal:
 
 @dataclass
 class RAEstimate:
-    """An RA estimate with its 95% interval, running estimate and the software figure beside it."""
+    """An RA estimate with its 95% interval, running estimate and the software figure beside it.
+
+    ``ra``, ``ci``, ``software`` and ``software_ci`` are fractions in [0, 1]; the intervals are honest
+    at small samples (t quantile, a variance floor from the rate of harmful draws: ``_mean_ci``).
+    """
 
     estimator: str
     ra: float
@@ -71,7 +75,7 @@ class RAEstimate:
     software: float
     software_ci: tuple[float, float]
     samples: int
-    std: float  # per-sample standard deviation: half-width = 1.96 std / sqrt(samples)
+    std: float  # per-sample standard deviation (the interval uses at least a floor of it: see _mean_ci)
     trace: np.ndarray = field(repr=False)
     n_evaluated: int = 0  # distinct sites whose accuracy this estimate used (pilot included)
     pilot: int = 0  # faults in is-b's pilot campaign
@@ -93,11 +97,38 @@ def _base(space: SiteSpace, sa: float) -> float:
     return space.p_software * sa + space.p_control * (1.0 - space.accelerator.control_crash) * sa
 
 
-def _mean_ci(values: np.ndarray) -> tuple[float, tuple[float, float], float]:
-    mean = float(values.mean())
-    std = float(values.std(ddof=1)) if len(values) > 1 else float("inf")
-    half = Z95 * std / np.sqrt(len(values)) if len(values) > 1 else float("inf")
-    return mean, (mean - half, mean + half), std
+def _mean_ci(values: np.ndarray, reach: np.ndarray) -> tuple[float, tuple[float, float], float]:
+    """Mean of per-draw values, a 95% interval honest at small samples, and the per-draw spread.
+
+    A plain mean +- z s / sqrt(n) says nothing about outcomes that were not drawn: 20 draws that
+    all missed the few harmful sites give s = 0 and a zero-width interval, though harm at 1 site
+    in 10 fits those 20 draws well. The interval here is t s' / sqrt(n) around the mean, with
+    Student's t quantile (n - 1 degrees of freedom) and s' = max(s, sqrt(r (1 - r) mean(reach^2))):
+
+    - r = (z^2/2) / (n + z^2) is Wilson's estimate of the rate of an outcome seen in none of n
+      draws: an outcome that rare still fits the sample at 95%;
+    - ``reach`` holds, per draw, the most that draw's site could move its value (weight x UF x the
+      most accuracy one fault can change, max(SA, 1 - SA)); if sites drawn as the proposal draws
+      them were, at rate r, as harmful as they can be, the per-draw spread would be
+      sqrt(r (1 - r) E_q[reach^2]), and the draws' mean of reach^2 estimates E_q[reach^2]. The
+      sample cannot rule that spread out, so the interval never assumes less;
+    - the floor shrinks like 1/n, the sample spread like 1/sqrt(n): once harm has been drawn a few
+      times the interval is the usual one (at 3,000 draws on the tests' tables, the same).
+
+    RA and the software accuracy lie in [0, 1], so the interval (and the estimate) is clipped
+    there; clipping never moves an estimate away from a truth inside [0, 1].
+    """
+    n = len(values)
+    mean = float(np.clip(values.mean(), 0.0, 1.0))
+    if n < 2:
+        return mean, (0.0, 1.0), float("inf")
+    from scipy.stats import t as student_t
+
+    std = float(values.std(ddof=1))
+    unseen = (Z95 * Z95 / 2) / (n + Z95 * Z95)
+    spread = max(std, float(np.sqrt(unseen * (1 - unseen) * np.mean(reach**2))))
+    half = float(student_t.ppf(0.975, n - 1)) * spread / np.sqrt(n)
+    return mean, (max(0.0, mean - half), min(1.0, mean + half)), std
 
 
 _REGISTRY: dict[str, type["Estimator"]] = {}
@@ -153,10 +184,11 @@ class Estimator:
         weight = space.p_site(group) / q
         loss = space.uf[group] * (sa - acc)
         values = _base(space, sa) - weight * loss
-        ra, ci, std = _mean_ci(values)
+        reach = max(sa, 1.0 - sa)  # the most accuracy one fault can take away or give
+        ra, ci, std = _mean_ci(values, weight * space.uf[group] * reach)
         sw_weight = np.where(space.software_mask(group), 1.0 / (space.n_software_sites * q), 0.0)
-        software, software_ci, _ = _mean_ci(sa - sw_weight * (sa - acc))
-        trace = np.cumsum(values) / np.arange(1, len(values) + 1)
+        software, software_ci, _ = _mean_ci(sa - sw_weight * (sa - acc), sw_weight * reach)
+        trace = np.clip(np.cumsum(values) / np.arange(1, len(values) + 1), 0.0, 1.0)
         records = pd.DataFrame({
             "site": ids, "layer": space.layer[group], "type": space.type[group], "element": element,
             "bit": bit, "accuracy": acc, "weight": weight, "value": values,
