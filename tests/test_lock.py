@@ -156,3 +156,14 @@ def test_train_and_study_refuse_a_folder_another_run_holds(tmp_path):
         for proc in holders:
             proc.stdin.close()
             proc.wait(timeout=30)
+
+
+def test_a_run_that_wrote_nothing_leaves_no_folder(tmp_path):
+    folder = tmp_path / "new" / "run"
+    with pytest.raises(ValueError, match="bad input"):
+        with hold_folder(folder, "train"):
+            raise ValueError("bad input")
+    assert not folder.exists()
+    with hold_folder(folder, "train"):
+        (folder / "model.pt").write_text("x")
+    assert (folder / "model.pt").exists() and not (folder / LOCK_NAME).exists()

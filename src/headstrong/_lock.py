@@ -152,11 +152,13 @@ def hold_folder(path: str | Path, what: str = "run", *, grace_s: float = 10.0) -
 
     ``what`` names the run in the lock file and in the refusal ("inject", "train", ...). A lock
     left by a process that is no longer alive on this host is taken over silently. Yields the
-    folder; the lock is removed when the block ends, by return or by exception.
+    folder; the lock is removed when the block ends, by return or by exception, and a folder
+    this call created is removed again if the run left it empty.
     """
     folder = Path(path)
     if folder.exists() and not folder.is_dir():
         raise ValueError(f"{folder} is a file; --out must be a folder (or a path that does not exist yet)")
+    created = not folder.exists()
     folder.mkdir(parents=True, exist_ok=True)
     key = folder.resolve()
     lock = key / LOCK_NAME
@@ -193,3 +195,8 @@ def hold_folder(path: str | Path, what: str = "run", *, grace_s: float = 10.0) -
             del _held[key]
         if _read_holder(lock) == me:
             lock.unlink(missing_ok=True)
+        if created:  # a run that wrote nothing (refused input, an early error) leaves no folder behind
+            try:
+                folder.rmdir()
+            except OSError:
+                pass
