@@ -97,3 +97,39 @@ def test_out_that_is_a_file(tmp_path: Path, checkpoint: Path) -> None:
     result = runner.invoke(app, ["inject", str(checkpoint), *SMALL, "--out", str(target)])
     assert result.exit_code == 2 and "is a file" in result.output
     assert target.read_text() == "x"
+
+
+def test_inject_writes_csv_tables_and_a_table_that_fits_100_columns(tmp_path: Path, checkpoint: Path) -> None:
+    import json
+
+    import pandas as pd
+
+    out = tmp_path / "run"
+    result = runner.invoke(app, ["inject", str(checkpoint), *SMALL, "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    lines = result.stdout.splitlines()
+    assert max(len(line.rstrip()) for line in lines if str(out) not in line) <= 100  # a path may be longer
+    res = hs.load_results(out)
+    for name, n in zip(res.per_layer["layer"], res.per_layer["n"]):  # every name whole, n beside it
+        assert any(line.split()[:2] == [name, str(n)] for line in lines), name
+    assert "percentage points" in result.stdout and "golden model" in result.stdout
+    per_layer, per_bit = pd.read_csv(out / "per_layer.csv"), pd.read_csv(out / "per_bit.csv")
+    assert per_layer["layer"].tolist() == res.per_layer["layer"].tolist()
+    assert per_layer["delta_loss_mean"].to_numpy() == pytest.approx(res.per_layer["delta_loss_mean"].to_numpy())
+    assert sorted(per_layer["vulnerability_rank"]) == list(range(1, len(per_layer) + 1))
+    assert len(per_bit) == len(res.per_bit) and {"layer", "bit", "mismatch_rate"} <= set(per_bit.columns)
+    assert json.loads((out / "model.json").read_text()) == {"model": str(checkpoint), "name": checkpoint.parent.name}
+
+
+def test_inject_warns_when_the_golden_model_is_at_chance_level(tmp_path: Path, checkpoint: Path) -> None:
+    result = runner.invoke(app, ["inject", str(checkpoint), *SMALL, "--layers", "head", "--out", str(tmp_path / "r")])
+    assert result.exit_code == 0, result.output
+    assert "warning: the golden model classifies" in result.output and "not clearly better than chance" in result.output
+
+
+def test_inject_warns_when_a_ber_campaign_drew_no_bit_error(tmp_path: Path, checkpoint: Path) -> None:
+    args = ["inject", str(checkpoint), *SMALL, "--layers", "head", "--kind", "weight", "--fault-model", "ber",
+            "--ber", "1e-12", "--fmt", "int8", "--bits", "all", "--out", str(tmp_path / "r")]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    assert "drew no bit error in any of its 6 faults" in result.output

@@ -1,9 +1,17 @@
-"""A rich progress bar for campaigns (faults done, rate, ETA) that can be switched off."""
+"""Campaign progress: a rich bar in a terminal, plain lines at a steady pace anywhere else.
+
+A batch job or a redirected log gets one line when the campaign starts (how many faults are
+planned and, on a resumed run, how many were found done), a line every ``every`` seconds while it
+runs, and one at the end, instead of nothing until the end. Ctrl-C prints how far it got (what is
+stored is kept; the command line's handler says how to resume) before the interrupt goes on.
+"""
 
 from __future__ import annotations
 
+import sys
+import time
 from contextlib import contextmanager
-from typing import Callable, Iterator
+from typing import Callable, Iterator, Optional, TextIO
 
 from rich.console import Console
 from rich.progress import (
@@ -17,6 +25,8 @@ from rich.progress import (
 )
 from rich.text import Text
 
+PLAIN_EVERY = 30.0  # seconds between plain progress lines
+
 
 class _RateColumn(ProgressColumn):
     def render(self, task: Task) -> Text:
@@ -24,11 +34,73 @@ class _RateColumn(ProgressColumn):
         return Text("-- faults/s" if speed is None else f"{speed:,.0f} faults/s", style="progress.data.speed")
 
 
+def _duration(seconds: float) -> str:
+    seconds = int(round(seconds))
+    hours, rest = divmod(seconds, 3600)
+    minutes, secs = divmod(rest, 60)
+    return f"{hours}h{minutes:02d}m{secs:02d}s" if hours else f"{minutes}m{secs:02d}s" if minutes else f"{secs}s"
+
+
+def start_line(total: int, done: int) -> str:
+    """The first line: what is planned and, on a resumed run, how much was found done."""
+    if done <= 0:
+        return f"campaign: {total:,} faults planned"
+    if done >= total:
+        return f"campaign: all {total:,} planned faults were found done; nothing left to run"
+    return (f"campaign: resuming: {done:,} of {total:,} planned faults ({done / total:.0%}) were found done, "
+            f"{total - done:,} left to run")
+
+
+class PlainProgress:
+    """Progress as plain lines, at most one every ``every`` seconds (and one at the end)."""
+
+    def __init__(self, total: int, done: int, stream: TextIO, every: float = PLAIN_EVERY,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.total, self.done, self.stream, self.every, self.clock = total, done, stream, every, clock
+        self.start_done = done
+        self.started = self.last = clock()
+
+    def say(self, text: str) -> None:
+        print(text, file=self.stream, flush=True)
+
+    def line(self) -> str:
+        ran = self.done - self.start_done
+        elapsed = self.clock() - self.started
+        rate = ran / elapsed if elapsed > 0 else 0.0
+        text = f"faults {self.done:,}/{self.total:,} ({self.done / max(self.total, 1):.0%})"
+        if rate > 0:
+            left = (self.total - self.done) / rate
+            text += f", {rate:,.0f} faults/s" + (f", about {_duration(left)} left" if self.done < self.total else "")
+        return text + f", {_duration(elapsed)} elapsed"
+
+    def advance(self, n: int) -> None:
+        self.done += n
+        if self.clock() - self.last >= self.every and self.done < self.total:
+            self.last = self.clock()
+            self.say(self.line())
+
+
 @contextmanager
-def campaign_progress(enabled: bool, total: int, done: int = 0) -> Iterator[Callable[[int], None]]:
-    """Yields ``advance(n)``; a no-op when disabled. ``done`` faults were stored by an earlier run."""
+def campaign_progress(enabled: bool, total: int, done: int = 0, *, stream: Optional[TextIO] = None,
+                      every: float = PLAIN_EVERY) -> Iterator[Callable[[int], None]]:
+    """Yields ``advance(n)``; a no-op when disabled. ``done`` faults were stored by an earlier run.
+
+    ``stream`` (default stderr) decides the form: a terminal gets the bar, anything else plain lines.
+    """
     if not enabled:
         yield lambda n: None
+        return
+    stream = stream if stream is not None else sys.stderr
+    if not (hasattr(stream, "isatty") and stream.isatty()):
+        plain = PlainProgress(total, done, stream, every)
+        plain.say(start_line(total, done))
+        try:
+            yield plain.advance
+        except KeyboardInterrupt:
+            plain.say(f"campaign: interrupted at {plain.done:,} of {total:,} faults; the finished chunks are stored")
+            raise
+        if plain.done > plain.start_done:
+            plain.say(plain.line() + ": done")
         return
     columns = (
         TextColumn("faults"),
@@ -38,6 +110,15 @@ def campaign_progress(enabled: bool, total: int, done: int = 0) -> Iterator[Call
         TextColumn("ETA"),
         TimeRemainingColumn(),
     )
-    with Progress(*columns, console=Console(stderr=True), transient=False) as bar:
+    console = Console(file=stream)
+    if done > 0:
+        console.print(start_line(total, done))
+    with Progress(*columns, console=console, transient=False) as bar:
         task = bar.add_task("campaign", total=total, completed=done)
-        yield lambda n: bar.advance(task, n)
+        try:
+            yield lambda n: bar.advance(task, n)
+        except KeyboardInterrupt:
+            bar.stop()
+            console.print(f"campaign: interrupted at {int(bar.tasks[0].completed):,} of {total:,} faults; "
+                          "the finished chunks are stored")
+            raise

@@ -8,32 +8,43 @@ from typing import Optional
 import typer
 
 
-def comparison_rows(table: "object") -> tuple[list[str], list[list[str]]]:
-    """Headings and text cells of an improvement table, numbers shortened."""
-    from headstrong.report.tables import fmt_number
-
-    frame = table  # a pandas DataFrame
-    headings = [str(c) for c in frame.columns]  # type: ignore[attr-defined]
-    rows = [[fmt_number(v) if isinstance(v, float) else str(v) for v in row]
-            for row in frame.itertuples(index=False)]  # type: ignore[attr-defined]
-    return headings, rows
-
-
 def compare(
     baseline: Path = typer.Argument(..., help="Run folder of the baseline model."),
     textguided: Path = typer.Argument(..., help="Run folder of the text-guided model."),
     csv: Optional[Path] = typer.Option(None, "--csv", help="Also write the table to this CSV file."),
+    force: bool = typer.Option(
+        False, "--force", help="Compare runs that differ in kind, format, fault model, bits or layers anyway."
+    ),
 ) -> None:
-    """Improvement (baseline ΔLoss / text-guided ΔLoss) per layer, in the last layer and overall."""
+    """Improvement (baseline ΔLoss / text-guided ΔLoss) per layer, in the last layer and overall.
+
+    Runs of different campaigns (kind, format, fault model, bits, range detector, layers) are
+    refused unless --force, with what differs named.
+    """
     from headstrong.campaign import load_results
-    from headstrong.report.compare import compare_runs
-    from headstrong.report.tables import console, rich_table
+    from headstrong.report.compare import compare_runs, differences
+    from headstrong.report.tables import (
+        COMPARISON_LEGEND,
+        comparison_rows,
+        console,
+        headline,
+        layer_names_note,
+        rich_table,
+    )
 
     if csv is not None and csv.is_dir():
         raise ValueError(f"--csv {str(csv)!r} is a directory; give a file name")
-    table = compare_runs(load_results(baseline), load_results(textguided))
+    runs = load_results(baseline), load_results(textguided)
+    table = compare_runs(*runs, force=force)
     headings, rows = comparison_rows(table)
-    console().print(rich_table(headings, rows, title=f"improvement of {textguided} over {baseline}"))
+    names = [str(n) for run in runs for n in run.per_layer["layer"]]
+    caption = " ".join(n for n in (COMPARISON_LEGEND, layer_names_note(names)) if n)
+    out = console()
+    out.print(rich_table(headings, rows, title=f"improvement of {textguided} over {baseline}", caption=caption))
+    for row in ("last layer", "overall"):
+        out.print(headline(table, row), soft_wrap=False)
+    if force and differences(*runs):
+        typer.echo(f"warning: compared different campaigns (--force): {'; '.join(differences(*runs))}", err=True)
     if csv is not None:
         csv.parent.mkdir(parents=True, exist_ok=True)
         table.to_csv(csv, index=False)

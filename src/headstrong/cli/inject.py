@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 from typing import Any, Optional
 
@@ -127,7 +126,6 @@ def inject(
     """Inject single-bit faults into a model, layer by layer, and store every outcome under --out."""
     from headstrong.campaign import run_campaign
     from headstrong.campaign.storage import check_out_dir
-    from headstrong.report.tables import console, layer_table
 
     check_out_dir(out)
     spec = build_spec(spec_file, {
@@ -143,10 +141,25 @@ def inject(
     check_model_fits(net, data)
     result = run_campaign(
         net, data, spec, device=device, out=out, backend=backend, batch_size=batch_size,
-        chunk_size=chunk_size, progress=progress and sys.stderr.isatty(), ray_address=ray_address,
+        chunk_size=chunk_size, progress=progress, ray_address=ray_address,
         num_workers=workers,
     )  # fmt: skip
-    console().print(layer_table(result.per_layer, title=f"{len(result.records):,} faults evaluated, stored in {out}"))
+    finish_run(result, model)
+
+
+def finish_run(result: Any, model: str) -> None:
+    """After a campaign: its CSV tables and model name beside the records, the table, any warnings."""
+    from headstrong.report.checks import result_warnings
+    from headstrong.report.fault_models import record_model
+    from headstrong.report.tables import console, layer_table, write_tables
+
+    record_model(result.out, model)
+    tables = write_tables(result)
+    title = f"{len(result.records):,} (fault, image) pairs evaluated, stored in {result.out}"
+    console().print(layer_table(result.per_layer, title=title, only_correct=bool(result.spec.only_correct)))
+    typer.echo(f"tables: {', '.join(str(t) for t in tables)}")
+    for warning in result_warnings(result):
+        typer.echo(f"warning: {warning}", err=True)
 
 
 def register(app: typer.Typer) -> None:

@@ -1,4 +1,9 @@
-"""A self-contained HTML report (PNGs embedded as base64), PNG files and a Markdown summary."""
+"""A self-contained HTML report (PNGs embedded as base64), PNG files and a Markdown summary.
+
+Order of the page: warnings, what the figures mean (units), the improvement of two runs (a
+sentence with its interval, then the table), the figures, then one table per run. Tables are
+laid out to fit the page: numbers shortened, units in the headings, long layer names may break.
+"""
 
 from __future__ import annotations
 
@@ -10,16 +15,36 @@ from typing import Any, Sequence
 import pandas as pd
 
 from headstrong.report import plots
-from headstrong.report.tables import LAYER_COLUMNS, html_table, layer_rows, markdown
+from headstrong.report.checks import result_warnings
+from headstrong.report.tables import (
+    LAYER_COLUMNS,
+    LEGEND,
+    comparison_rows,
+    headline,
+    html_table,
+    images_note,
+    layer_names_note,
+    layer_rows,
+    markdown,
+)
 
 _STYLE = """
-body { font-family: system-ui, sans-serif; margin: 2rem auto; max-width: 1100px; color: #222; }
-table { border-collapse: collapse; font-size: 0.85rem; margin: 0.5rem 0 1.5rem; }
-th, td { border: 1px solid #ccc; padding: 0.2rem 0.5rem; text-align: right; }
-th:first-child, td:first-child { text-align: left; }
+body { font-family: system-ui, sans-serif; margin: 1.5rem auto; max-width: 1100px; padding: 0 1rem; color: #222; }
+table { border-collapse: collapse; font-size: 0.85rem; margin: 0.5rem 0 1.5rem; max-width: 100%; }
+th, td { border: 1px solid #ccc; padding: 0.2rem 0.45rem; text-align: right; }
+th { background: #f4f4f4; font-weight: 600; }
+th:first-child, td:first-child { text-align: left; overflow-wrap: anywhere; }
+td { white-space: nowrap; }
+td:first-child { white-space: normal; }
 img { max-width: 100%; border: 1px solid #eee; margin: 0.5rem 0; }
-code { background: #f4f4f4; padding: 0 0.2rem; }
+code { background: #f4f4f4; padding: 0 0.2rem; overflow-wrap: anywhere; }
+.note { color: #555; font-size: 0.85rem; max-width: 60rem; }
+.warning { background: #fff4e5; border-left: 4px solid #e67e22; padding: 0.4rem 0.8rem; }
+.headline { font-size: 1.05rem; }
 """
+
+_HEATMAP_CAPTION = ("Mismatch rate per layer and bit position (%; grey: no fault was sampled at that "
+                    "layer and bit, so there is nothing to show)")
 
 
 def build_report(
@@ -46,45 +71,64 @@ def build_report(
     figures = [
         ("ΔLoss per layer (bars: mean with 99% interval; diamonds: median)",
          plots.delta_loss_per_layer(per_layer, out_dir / "delta_loss_per_layer.png")),
-        ("Mismatch rate per bit position", plots.mismatch_heatmap(per_bit, out_dir / "mismatch_per_bit.png")),
+        (_HEATMAP_CAPTION, plots.mismatch_heatmap(per_bit, out_dir / "mismatch_per_bit.png")),
     ]
     from headstrong.report import fault_models
 
     if not fault_models.ber_points(runs, labels).empty:
-        figures.append(("Accuracy against bit-error rate (ber runs; a curve per model)",
-                        fault_models.accuracy_vs_ber(runs, labels, out_dir / "accuracy_vs_ber.png")))
+        figures.insert(0, ("Accuracy against bit-error rate (a curve per model; bars: 99% interval over faults)",
+                           fault_models.accuracy_vs_ber(runs, labels, out_dir / "accuracy_vs_ber.png")))
     if not fault_models.masked_shares(runs, labels).empty:
         figures.append(("Masked share of stuck-at faults per layer (the stuck bit already held its value)",
                         fault_models.masked_share(runs, labels, out_dir / "masked_share.png")))
     if len(runs) > 1:
-        figures.append(("Mismatch rate per layer, side by side",
+        figures.append(("Mismatch rate per layer, side by side (points: rate; bars: 99% interval)",
                         plots.side_by_side(per_layer, "mismatch_rate", out_dir / "mismatch_per_layer.png")))
-    headings = [h for _, h in LAYER_COLUMNS]
     md = ["# headstrong campaign report", ""]
     parts = ["<h1>headstrong campaign report</h1>"]
-    if comparison is not None:
-        rows = [[str(c) for c in row] for row in comparison.astype(str).itertuples(index=False)]
-        md += ["## Improvement (baseline ΔLoss / text-guided ΔLoss)", "", markdown(list(comparison.columns), rows)]
-        parts += ["<h2>Improvement (baseline ΔLoss / text-guided ΔLoss)</h2>", html_table(list(comparison.columns), rows)]
     for label, run in zip(labels, runs):
-        spec = run.spec.to_dict()
-        settings = ", ".join(f"{k}={v}" for k, v in spec.items())
-        rows = layer_rows(run.per_layer)
-        md += [f"## {label}", "", f"Spec: `{settings}`; records: {len(run.records):,}", "", markdown(headings, rows)]
-        parts += [f"<h2>{html.escape(label)}</h2>",
-                  f"<p>Spec: <code>{html.escape(settings)}</code>; records: {len(run.records):,}</p>",
+        for warning in result_warnings(run):
+            md += [f"> **warning ({label})**: {warning}", ""]
+            parts.append(f"<p class='warning'><b>warning ({html.escape(label)})</b>: {html.escape(warning)}</p>")
+    names = [str(n) for run in runs for n in run.per_layer["layer"]]
+    notes = [LEGEND, images_note(all(bool(run.spec.only_correct) for run in runs)), layer_names_note(names)]
+    note = " ".join(n for n in notes if n)
+    md += [note, ""]
+    parts.append(f"<p class='note'>{html.escape(note)}</p>")
+    if comparison is not None:
+        sentences = [headline(comparison, row) for row in ("last layer", "overall")]
+        headings, rows = comparison_rows(comparison)
+        title = "Improvement (baseline ΔLoss / text-guided ΔLoss; above 1x the text-guided model is more resilient)"
+        md += [f"## {title}", "", *(f"- {s}" for s in sentences), "", markdown(headings, rows)]
+        parts += [f"<h2>{html.escape(title)}</h2>",
+                  "<ul class='headline'>" + "".join(f"<li>{html.escape(s)}</li>" for s in sentences) + "</ul>",
                   html_table(headings, rows)]
     for caption, path in figures:
         encoded = base64.b64encode(path.read_bytes()).decode()
         parts.append(f"<h2>{html.escape(caption)}</h2><img alt='{html.escape(caption)}' "
                      f"src='data:image/png;base64,{encoded}'>")
-        md += [f"![{caption}]({path.name})", ""]
-    page = (f"<!doctype html><html><head><meta charset='utf-8'><title>headstrong report</title>"
+        md += [f"## {caption}", "", f"![{caption}]({path.name})", ""]
+    headings = [h for _, h in LAYER_COLUMNS]
+    for label, run in zip(labels, runs):
+        settings = _settings(run.spec.to_dict())
+        rows = layer_rows(run.per_layer)
+        md += [f"## {label}", "", f"Spec: `{settings}`; records: {len(run.records):,}", "", markdown(headings, rows)]
+        parts += [f"<h2>{html.escape(label)}</h2>",
+                  f"<p>Spec: <code>{html.escape(settings)}</code>; records: {len(run.records):,}</p>",
+                  html_table(headings, rows)]
+    page = (f"<!doctype html><html><head><meta charset='utf-8'>"
+            f"<meta name='viewport' content='width=device-width, initial-scale=1'><title>headstrong report</title>"
             f"<style>{_STYLE}</style></head><body>{''.join(parts)}</body></html>")
     (out_dir / "summary.md").write_text("\n".join(md))
     target = out_dir / "report.html"
     target.write_text(page, encoding="utf-8")
     return target
+
+
+def _settings(spec: dict[str, Any]) -> str:
+    """'kind=neuron, fmt=fp32, ...' with short numbers (1e-07, not 1.0000000000000001e-07)."""
+    short = lambda v: f"{v:.6g}" if isinstance(v, float) else ",".join(map(str, v)) if isinstance(v, list) else str(v)  # noqa: E731
+    return ", ".join(f"{k}={short(v)}" for k, v in spec.items())
 
 
 def _labels(runs: Sequence[Any]) -> list[str]:

@@ -1,0 +1,75 @@
+"""Campaign progress when stderr is not a terminal: plain lines at a steady pace, resume counts, Ctrl-C."""
+
+from __future__ import annotations
+
+import io
+
+import pytest
+
+from headstrong.campaign.progress import PlainProgress, campaign_progress, start_line
+
+
+class Clock:
+    """A clock the test moves by hand."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_plain_lines_come_at_most_once_per_interval() -> None:
+    clock, stream = Clock(), io.StringIO()
+    plain = PlainProgress(total=1000, done=0, stream=stream, every=30.0, clock=clock)
+    for _ in range(10):  # 10 s of work, 100 faults a second: no line yet
+        clock.now += 1
+        plain.advance(100)
+    assert stream.getvalue() == ""
+    plain.done = 0
+    for second in range(1, 10):
+        clock.now = 30.0 * second
+        plain.advance(100)
+    lines = stream.getvalue().splitlines()
+    assert len(lines) == 9  # one line per 30 s step while faults remain
+    assert lines[0].startswith("faults 100/1,000 (10%)") and "faults/s" in lines[0] and "left" in lines[0]
+
+
+def test_not_a_terminal_gets_a_start_line_progress_and_an_end_line() -> None:
+    stream = io.StringIO()
+    with campaign_progress(True, 300, 0, stream=stream, every=0.0) as advance:
+        for _ in range(3):
+            advance(100)
+    lines = stream.getvalue().splitlines()
+    assert lines[0] == "campaign: 300 faults planned"
+    assert lines[1].startswith("faults 100/300 (33%)") and lines[2].startswith("faults 200/300 (67%)")
+    assert lines[-1].startswith("faults 300/300 (100%)") and lines[-1].endswith(": done")
+    assert "\x1b" not in stream.getvalue()  # no terminal control codes in a log file
+
+
+def test_a_resumed_run_says_how_much_it_found_done() -> None:
+    assert start_line(5000, 1234) == ("campaign: resuming: 1,234 of 5,000 planned faults (25%) were found done, "
+                                      "3,766 left to run")
+    assert start_line(5000, 5000) == "campaign: all 5,000 planned faults were found done; nothing left to run"
+    stream = io.StringIO()
+    with campaign_progress(True, 5000, 5000, stream=stream):
+        pass
+    assert stream.getvalue() == start_line(5000, 5000) + "\n"  # nothing ran: no progress lines
+
+
+def test_ctrl_c_says_how_far_it_got() -> None:
+    stream = io.StringIO()
+    with pytest.raises(KeyboardInterrupt):
+        with campaign_progress(True, 400, 100, stream=stream) as advance:
+            advance(50)
+            raise KeyboardInterrupt
+    assert stream.getvalue().splitlines()[-1] == (
+        "campaign: interrupted at 150 of 400 faults; the finished chunks are stored"
+    )
+
+
+def test_disabled_progress_writes_nothing() -> None:
+    stream = io.StringIO()
+    with campaign_progress(False, 10, stream=stream) as advance:
+        advance(10)
+    assert stream.getvalue() == ""
