@@ -10,12 +10,15 @@ checkpoints save and replay them. ``measure_cost`` compares a hardened model wit
 from __future__ import annotations
 
 from headstrong.harden import duplicate as _duplicate
+from headstrong.harden import finetune as _finetune
 from headstrong.harden import range as _range
 from headstrong.harden.duplicate import duplicate, top_layers
+from headstrong.harden.finetune import fault_aware_finetune
 from headstrong.harden.range import RangeBound, bounds_table, range_restrict
 from headstrong.train.checkpoints import register_rebuild
 
 register_rebuild("range", _range.rebuild)
 register_rebuild("duplicate", _duplicate.rebuild)
+register_rebuild("fault-aware", _finetune.rebuild)
 
-__all__ = ["range_restrict", "duplicate", "top_layers", "bounds_table", "RangeBound"]
+__all__ = ["range_restrict", "duplicate", "fault_aware_finetune", "top_layers", "bounds_table", "RangeBound"]

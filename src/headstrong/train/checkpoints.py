@@ -23,7 +23,7 @@ from torch import nn
 from headstrong._atomic import atomic_torch_save
 from headstrong.textguided.models import model_from_spec
 
-__all__ = ["save_checkpoint", "load_checkpoint", "read_checkpoint", "register_rebuild", "CHECKPOINT_FORMAT"]
+__all__ = ["save_checkpoint", "load_checkpoint", "read_checkpoint", "register_rebuild", "model_from_payload", "CHECKPOINT_FORMAT"]
 
 CHECKPOINT_FORMAT = "headstrong-checkpoint/1"
 
@@ -50,6 +50,15 @@ def _replay(model: nn.Module, steps: list[dict[str, Any]], path: Path) -> nn.Mod
                 f"rebuild; known: {', '.join(sorted(_REBUILDS))}"
             )
         model = fn(model, step)
+    return model
+
+
+def model_from_payload(payload: dict[str, Any], path: str | Path) -> nn.Module:
+    """The model a checkpoint's payload holds: rebuilt by name, its hardening steps replayed,
+    its weights loaded (training resumes a fine-tuned hardened model through this)."""
+    spec = payload["model_spec"]
+    model = _replay(model_from_spec(spec), list(payload.get("hardening") or []), Path(path))
+    _load_state(model, payload["state_dict"], Path(path), spec)
     return model
 
 

@@ -14,13 +14,14 @@ uninterrupted one.
 from __future__ import annotations
 
 import contextlib
+import copy
 import dataclasses
 import json
 import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 import torch
 from torch import nn
@@ -33,9 +34,8 @@ from headstrong.textguided.models import (
     INITS,
     TextGuidedClassifier,
     build_baseline,
-    model_from_spec,
 )
-from headstrong.train.checkpoints import read_checkpoint, save_checkpoint
+from headstrong.train.checkpoints import model_from_payload, read_checkpoint, save_checkpoint
 
 __all__ = ["TrainConfig", "TrainResult", "train", "build_model", "class_embeddings_for", "evaluate"]
 
@@ -160,7 +160,8 @@ def build_model(config: TrainConfig, info: DatasetInfo, class_embeddings: Option
     """The model a config asks for, seeded by ``config.seed``."""
     torch.manual_seed(config.seed)
     if config.head == "baseline":
-        return build_baseline(config.backbone, info.num_classes, info.in_chans, small_input=config.small_input)
+        return build_baseline(config.backbone, info.num_classes, info.in_chans, small_input=config.small_input,
+                              freeze_head=config.freeze_head)
     init = config.init
     rows = class_embeddings
     if init in ("random", "random-linear"):
@@ -249,17 +250,25 @@ def _check_resume(saved: dict[str, Any], config: TrainConfig, path: Path) -> Non
         )
 
 
-def train(config: TrainConfig, out_dir: str | Path, progress: bool = True) -> TrainResult:
+Forward = Callable[[nn.Module, torch.Tensor], torch.Tensor]
+
+
+def train(config: TrainConfig, out_dir: str | Path, progress: bool = True, *,
+          model: Optional[nn.Module] = None, forward: Optional[Forward] = None) -> TrainResult:
     """Train (or resume training) the model ``config`` describes; checkpoints go to ``out_dir``.
 
     Returns the test top-1 after the last epoch. A finished run in ``out_dir`` is returned as is.
+    ``model`` fine-tunes a copy of that model instead of building one from the config (a hardened
+    one resumes hardened); ``forward(model, x)`` replaces the plain ``model(x)`` of each training
+    step (``headstrong.harden.fault_aware_finetune`` injects bit flips there).
     The run holds ``out_dir`` (headstrong._lock): a second run on it is refused, not mixed in.
     """
     with hold_folder(out_dir, "train"):
-        return _train_held(config, Path(out_dir), progress)
+        return _train_held(config, Path(out_dir), progress, model, forward)
 
 
-def _train_held(config: TrainConfig, out: Path, progress: bool) -> TrainResult:
+def _train_held(config: TrainConfig, out: Path, progress: bool, start: Optional[nn.Module] = None,
+                forward: Optional[Forward] = None) -> TrainResult:
     ckpt_path = out / CHECKPOINT_NAME
     if config.threads:
         torch.set_num_threads(config.threads)
@@ -277,8 +286,10 @@ def _train_held(config: TrainConfig, out: Path, progress: bool) -> TrainResult:
                            limit=config.limit_test, seed=config.seed)
     if saved is not None:
         embeddings = saved["class_embeddings"]
-        model = model_from_spec(saved["model_spec"])
-        model.load_state_dict(saved["state_dict"])
+        model = model_from_payload(saved, ckpt_path)
+    elif start is not None:  # fine-tuning (headstrong.harden): a copy of the caller's model
+        embeddings = None
+        model = copy.deepcopy(start)
     else:
         embeddings = class_embeddings_for(config, info)
         model = build_model(config, info, embeddings)
@@ -320,7 +331,7 @@ def _train_held(config: TrainConfig, out: Path, progress: bool) -> TrainResult:
             for x, y in loader:
                 x, y = _to_device(x, device, use_cl), y.to(device, non_blocking=True)
                 with _autocast(device, config.amp):
-                    logits = model(x)
+                    logits = model(x) if forward is None else forward(model, x)
                     loss = criterion(logits.float(), y)
                 optimizer.zero_grad(set_to_none=True)
                 scaler.scale(loss).backward()
