@@ -301,3 +301,14 @@ def test_a_silent_server_is_given_up_on_after_two_timeouts(server: FakeServer, t
 def test_timeout_must_be_positive(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="positive number of seconds"):
         llm.make_client("http://127.0.0.1:9/v1", timeout=0)
+
+
+def test_describe_timeout_option_ends_a_silent_server_quickly(server: FakeServer, tmp_path: Path) -> None:
+    server.delay = 1.0
+    started = time.monotonic()
+    result = _run(server, tmp_path, "mnist", tmp_path / "o.json", "--timeout", "0.2")
+    assert result.exit_code == 1
+    assert time.monotonic() - started < 5
+    assert "did not answer within 0.2 s 2 times in a row" in result.output
+    assert runner.invoke(app, ["describe", "--classes", "mnist", "--model", "m", "--base-url", server.url,
+                               "--out", str(tmp_path / "p.json"), "--timeout", "0"]).exit_code == 2

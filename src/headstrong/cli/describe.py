@@ -28,6 +28,9 @@ def describe(
     api_key_env: str = typer.Option(
         "OPENAI_API_KEY", "--api-key-env", help="Environment variable holding the API key (local servers need none)."
     ),
+    timeout: float = typer.Option(
+        60.0, "--timeout", help="Seconds to wait for one answer; a server silent this long twice in a row is given up on."
+    ),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar."),
 ) -> None:
     """Ask a language model the description questions for every class and save the answers."""
@@ -46,6 +49,7 @@ def describe(
         api_key_env=api_key_env,
         temperature=temperature,
         retry=retry,
+        timeout=timeout,
         dataset=desc.canonical_name(classes),
         progress=progress,
     )
