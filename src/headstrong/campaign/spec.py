@@ -212,9 +212,9 @@ def select_layers(spec: CampaignSpec, available: Sequence[str]) -> list[str]:
         wanted = [layers] if isinstance(layers, str) else list(layers)
         unknown = [name for name in wanted if name not in available]
         if unknown:
-            raise ValueError(
-                f"unknown layer(s) {', '.join(unknown)}; injectable layers are {_short_list(available)}"
-            )
+            from headstrong._suggest import unknown_layers_message
+
+            raise ValueError(unknown_layers_message(unknown, available))
         chosen = [name for name in available if name in wanted]
     if not chosen:
         raise ValueError(
@@ -223,6 +223,7 @@ def select_layers(spec: CampaignSpec, available: Sequence[str]) -> list[str]:
     return chosen
 
 
-def _short_list(names: Sequence[str], limit: int = 12) -> str:
-    shown = ", ".join(names[:limit])
-    return shown + (f", ... ({len(names)} in all)" if len(names) > limit else "")
+def _short_list(names: Sequence[str], limit: int = 30) -> str:
+    if len(names) <= limit:
+        return ", ".join(names)
+    return f"{len(names)} of them, listed by `headstrong layers MODEL`"

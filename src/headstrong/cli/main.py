@@ -29,6 +29,7 @@ app = typer.Typer(
 _COMMAND_MODULES: tuple[str, ...] = (
     "formats",
     "describe",
+    "layers",
     "inject",
     "compare",
     "report",
