@@ -131,16 +131,6 @@ def uniform_layer(ev: FaultEvaluator, x: torch.Tensor, y: torch.Tensor, layer: s
     return summarize(evaluate(ev, x, y, layer.layer, faults.index, faults.bit, 0, batch), by=("layer",)).iloc[0]
 
 
-def wilson_stop(rate: float, margin: float, z: float = Z99) -> int:
-    """Faults a uniform sample needs before its Wilson half-width at ``rate`` is within ``margin``."""
-    lo, hi = 1, 10_000_000
-    while lo < hi:
-        n = (lo + hi) // 2
-        half = z * math.sqrt(rate * (1 - rate) / n + z * z / (4 * n * n)) / (1 + z * z / n)
-        lo, hi = (lo, n) if half <= margin else (n + 1, hi)
-    return lo
-
-
 def run(model_name: str, model: torch.nn.Module, fmt: str, x: torch.Tensor, y: torch.Tensor,
         args: argparse.Namespace) -> tuple[list[dict], dict]:
     ev = FaultEvaluator(model, fmt=fmt, range_detector=True)
@@ -169,7 +159,7 @@ def run(model_name: str, model: torch.nn.Module, fmt: str, x: torch.Tensor, y: t
             extra = {"dl_uniform_mean": uniform["delta_loss_mean"], "dl_uniform_own_needed": math.ceil(
                 (Z99 * uniform["delta_loss_std"] / (0.1 * uniform["delta_loss_mean"])) ** 2)}
         leveugle = sample_size(layer.elements * len(bits), 0.005, 0.99)
-        stop = wilson_stop(float(m["mismatch_rate"]), 0.005)
+        stop = strata.wilson_sample_size(float(m["mismatch_rate"]), 0.005, 0.99)
         rows.append({
             "model": model_name, "fmt": fmt, "layer": name, "elements": layer.elements,
             "dl_mean": d["delta_loss_mean"], "dl_ci": f"{d['delta_loss_ci_low']:.3g}..{d['delta_loss_ci_high']:.3g}",

@@ -347,16 +347,42 @@ def allocate(rule: StoppingRule, strata: Strata, stats: StratumStats) -> Allocat
         return Allocation(np.zeros(len(strata), np.int64), "budget", spent, half, goal)
     sd = stratum_sd(rule.target, stats)
     shares = allocation_shares(w, sd, rule.floor)
-    if rule.target == "delta_loss":
-        sd = sd / max(float(stats.n_finite.sum() / spent), 1e-12)  # the ratio's variance counts finite ones
-    variance = (goal / _z(rule.confidence)) ** 2
-    needed = float((w * w * sd * sd / shares).sum()) / variance if variance > 0 else math.inf
+    per_fault = float((w * w * sd * sd / shares).sum())  # the estimate's variance x faults, at these shares
+    if rule.target == "mismatch":  # the Wilson interval's own size at the effective sample size
+        centre = float((w * (stats.mismatches + 0.5) / (n + 1)).sum())
+        needed = wilson_sample_size(estimate.estimate, goal, rule.confidence) * per_fault / (centre * (1 - centre))
+    else:
+        finite = max(float(stats.n_finite.sum() / spent), 1e-12)  # the ratio's variance counts finite ones
+        variance = (goal * finite / _z(rule.confidence)) ** 2
+        needed = per_fault / variance if variance > 0 else math.inf
     needed = min(needed, rule.max_faults) if math.isfinite(needed) else rule.max_faults
     want = np.maximum(np.ceil(needed * shares) - n, 0.0)
     if want.sum() < len(strata):  # the plan says enough, the interval says not yet: grow by a quarter
         want = shares * max(spent // 4, len(strata))
     step = min(room, max(spent, len(strata)), int(math.ceil(want.sum())))
     return Allocation(_round_to(want, step), "running", spent, half, goal)
+
+
+def wilson_sample_size(rate: float, margin: float, confidence: float) -> int:
+    """The smallest sample whose Wilson interval at ``rate`` has a half-width within ``margin``.
+
+    What a uniform campaign that stops as soon as its own interval is narrow enough spends, and
+    the effective sample size a stratified one aims at."""
+    if not 0 < margin < 1:
+        raise ValueError(f"margin must be in (0, 1), got {margin}")
+    z = _z(confidence)
+    rate = min(max(float(rate), 0.0), 1.0) if math.isfinite(rate) else 0.5
+
+    def half(n: int) -> float:
+        return z * math.sqrt(rate * (1 - rate) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+
+    low, high = 1, 1
+    while half(high) > margin:
+        high *= 2
+    while low < high:
+        mid = (low + high) // 2
+        low, high = (low, mid) if half(mid) <= margin else (mid + 1, high)
+    return low
 
 
 def _round_to(values: np.ndarray, total: int) -> np.ndarray:
