@@ -101,3 +101,21 @@ def test_demo_killed_mid_run_resumes_to_the_same_result(tmp_path: Path, finished
     columns = [c for c in finished_demo.summary.columns]
     pd.testing.assert_frame_equal(resumed.summary[columns], finished_demo.summary[columns])
     assert json.loads((out / "study.json").read_text())["name"] == "demo"
+
+
+def test_demo_table_prints_each_improvement_with_its_interval_and_reading(finished_demo) -> None:
+    from headstrong.study.summary import aggregate, transposed_tables
+
+    summary = pd.read_csv(finished_demo.out / "summary.csv")
+    (title, headings, rows), = transposed_tables(aggregate(summary))
+    by_name = {row[0]: row[1:] for row in rows}
+    for i, campaign in enumerate(headings[1:]):
+        stored = summary[summary["campaign"] == campaign].iloc[0]
+        for key, name in (("last", "improvement, last layer [99% CI]"), ("overall", "improvement, overall [99% CI]")):
+            low, high = stored[f"improvement_{key}_ci_low"], stored[f"improvement_{key}_ci_high"]
+            assert by_name[name][i] == f"{stored[f'improvement_{key}']:.3g}x [{low:.3g}, {high:.3g}]"
+        reading = rows[[r[0] for r in rows].index("improvement, last layer [99% CI]") + 1]
+        expected = ("CI includes 1" if stored["improvement_last_ci_low"] <= 1 <= stored["improvement_last_ci_high"]
+                    else "text-guided better" if stored["improvement_last_ci_low"] > 1 else "baseline better")
+        assert reading[0] == "  reading" and reading[1 + i] == expected
+    assert "top-2 diff baseline (pp)" in by_name

@@ -186,6 +186,8 @@ def _headline(table: pd.DataFrame, base: CellResult, text: CellResult, name: str
         "improvement_last_ci_low": float(last["ratio_ci_low"]),
         "improvement_last_ci_high": float(last["ratio_ci_high"]),
         "improvement_overall": float(overall["ratio"]),
+        "improvement_overall_ci_low": float(overall["ratio_ci_low"]),
+        "improvement_overall_ci_high": float(overall["ratio_ci_high"]),
         "baseline_delta_loss_last": float(last["baseline_delta_loss"]),
         "text_delta_loss_last": float(last["textguided_delta_loss"]),
         "baseline_top2_diff": float(b_runs["top2_diff_mean"].mean()),

@@ -23,18 +23,23 @@ _HEADLINE = (
     ("seeds", "seeds", "{}"),
     ("baseline_top1", "top-1 baseline", "{:.2%}"),
     ("text_top1", "top-1 text", "{:.2%}"),
-    ("improvement_last", "improvement, last layer", "{:.2f}x"),
-    ("improvement_overall", "improvement, overall", "{:.2f}x"),
-    ("baseline_top2_diff", "top-2 diff baseline", "{:.1f}"),
-    ("text_top2_diff", "top-2 diff text", "{:.1f}"),
+    ("improvement_last", "improvement, last layer [99% CI]", "{:.3g}x"),
+    ("improvement_overall", "improvement, overall [99% CI]", "{:.3g}x"),
+    ("baseline_top2_diff", "top-2 diff baseline (pp)", "{:.1f}"),
+    ("text_top2_diff", "top-2 diff text (pp)", "{:.1f}"),
     ("baseline_mismatch", "mismatch baseline", "{:.2%}"),
     ("text_mismatch", "mismatch text", "{:.2%}"),
 )
 _NUMERIC = [c for c, _, _ in _HEADLINE[4:]]
+_INTERVALS = [f"{c}_ci_{side}" for c in ("improvement_last", "improvement_overall") for side in ("low", "high")]
 
 
 def aggregate(summary: pd.DataFrame) -> pd.DataFrame:
-    """Mean and standard deviation over seeds of every headline figure."""
+    """Mean and standard deviation over seeds of every headline figure.
+
+    An improvement keeps its 99% interval: the run's own with one seed; with several, the
+    envelope of the seeds' intervals (lowest bound to highest), which covers each of them.
+    """
     if summary.empty:
         return summary
     keys = ["backbone", "init", "campaign"]
@@ -42,7 +47,12 @@ def aggregate(summary: pd.DataFrame) -> pd.DataFrame:
     mean = grouped[_NUMERIC].mean()
     std = grouped[_NUMERIC].std(ddof=1).add_suffix("_std")
     seeds = grouped["seed"].nunique().rename("seeds")
-    return pd.concat([mean, std, seeds], axis=1).reset_index()
+    parts = [mean, std, seeds]
+    present = [c for c in _INTERVALS if c in summary.columns]
+    if present:
+        parts.append(grouped[[c for c in present if c.endswith("_low")]].min())
+        parts.append(grouped[[c for c in present if c.endswith("_high")]].max())
+    return pd.concat(parts, axis=1).reset_index()
 
 
 def _cell(row: pd.Series, column: str, template: str) -> str:
@@ -53,7 +63,20 @@ def _cell(row: pd.Series, column: str, template: str) -> str:
     spread = row.get(f"{column}_std")
     if spread is not None and not pd.isna(spread) and row.get("seeds", 1) > 1:
         text += " ± " + template.format(spread).rstrip("x%")
+    low, high = row.get(f"{column}_ci_low"), row.get(f"{column}_ci_high")
+    if low is not None and high is not None and not pd.isna(low) and not pd.isna(high):
+        text += f" [{low:.3g}, {high:.3g}]"
     return text
+
+
+def _reading(row: pd.Series, column: str) -> str:
+    """What an improvement's interval says, in words (an interval that includes 1 says so)."""
+    from headstrong.report.tables import improvement_words
+
+    low, high = row.get(f"{column}_ci_low"), row.get(f"{column}_ci_high")
+    if low is None or high is None or pd.isna(low) or pd.isna(high):
+        return "-"
+    return improvement_words(float(row[column]), float(low), float(high))
 
 
 def headline_rows(table: pd.DataFrame) -> tuple[list[str], list[list[str]]]:
@@ -63,12 +86,19 @@ def headline_rows(table: pd.DataFrame) -> tuple[list[str], list[list[str]]]:
 
 
 def transposed_tables(table: pd.DataFrame) -> list[tuple[str, list[str], list[list[str]]]]:
-    """One narrow table per (backbone, init): a figure a row, a campaign a column (for terminals)."""
+    """One narrow table per (backbone, init): a figure a row, a campaign a column (for terminals).
+
+    Each improvement row is followed by its reading: whether its interval lies above 1, below 1,
+    or includes 1 (no clear difference).
+    """
     tables = []
     for (backbone, init), group in table.groupby(["backbone", "init"], sort=False):
         headings = ["", *group["campaign"]]
-        rows = [[heading, *(_cell(row, column, template) for _, row in group.iterrows())]
-                for column, heading, template in _HEADLINE[3:]]
+        rows = []
+        for column, heading, template in _HEADLINE[3:]:
+            rows.append([heading, *(_cell(row, column, template) for _, row in group.iterrows())])
+            if column.startswith("improvement"):
+                rows.append(["  reading", *(_reading(row, column) for _, row in group.iterrows())])
         tables.append((f"{backbone}: baseline vs text-guided ({init} init)", headings, rows))
     return tables
 
