@@ -12,6 +12,7 @@ from __future__ import annotations
 from headstrong.harden import duplicate as _duplicate
 from headstrong.harden import finetune as _finetune
 from headstrong.harden import range as _range
+from headstrong.harden.cost import Cost, count_macs, count_params, measure_cost
 from headstrong.harden.duplicate import duplicate, top_layers
 from headstrong.harden.finetune import fault_aware_finetune
 from headstrong.harden.range import RangeBound, bounds_table, range_restrict
@@ -21,4 +22,7 @@ register_rebuild("range", _range.rebuild)
 register_rebuild("duplicate", _duplicate.rebuild)
 register_rebuild("fault-aware", _finetune.rebuild)
 
-__all__ = ["range_restrict", "duplicate", "fault_aware_finetune", "top_layers", "bounds_table", "RangeBound"]
+__all__ = [
+    "range_restrict", "duplicate", "fault_aware_finetune", "top_layers", "bounds_table", "RangeBound",
+    "measure_cost", "Cost", "count_macs", "count_params",
+]

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Any, Optional, Union
 
 import torch
+import torch.fx
 from torch import nn
 
 from headstrong.harden import _graph
@@ -40,20 +41,8 @@ class RangeBound(nn.Module):
         self.register_buffer("high", torch.full(shape, math.inf))
         self.mode = mode
 
-    def _view(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        if self.low.ndim == 0:
-            return self.low, self.high
-        shape = [1] * x.ndim
-        shape[channel_dim(x.ndim)] = -1
-        return self.low.view(shape), self.high.view(shape)
-
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        low, high = self._view(x)
-        if self.mode == "zero":
-            inside = (x >= low) & (x <= high)  # False for NaN
-            return torch.where(inside, x, torch.zeros((), dtype=x.dtype, device=x.device))
-        return torch.where(torch.isnan(x), torch.zeros((), dtype=x.dtype, device=x.device),
-                           torch.minimum(torch.maximum(x, low), high))
+        return _bound(x, self.low, self.high, self.mode)
 
     def extra_repr(self) -> str:
         return f"mode={self.mode}, channels={self.low.numel() if self.low.ndim else 'all'}"
@@ -61,6 +50,31 @@ class RangeBound(nn.Module):
 
 def channel_dim(ndim: int) -> int:
     return 1 if ndim >= 4 else -1
+
+
+def _bound(x: torch.Tensor, low: torch.Tensor, high: torch.Tensor, mode: str) -> torch.Tensor:
+    """The restriction itself: a leaf for torch.fx (it branches on whether autograd is on).
+
+    Without autograd (inference, campaigns) it works in place with scalar bounds as Python
+    floats: the cheapest kernels, which keeps the latency overhead small. The input is the
+    fresh output of the activation or layer before it, read by nothing else.
+    """
+    if low.ndim == 0:
+        lo, hi = float(low), float(high)
+    else:
+        shape = [1] * x.ndim
+        shape[channel_dim(x.ndim)] = -1
+        lo, hi = low.view(shape), high.view(shape)  # type: ignore[assignment]
+    inplace = not (torch.is_grad_enabled() and x.requires_grad)
+    if mode == "zero":
+        outside = x.clamp(lo, hi) != x  # True for NaN too
+        return x.masked_fill_(outside, 0.0) if inplace else x.masked_fill(outside, 0.0)
+    if inplace:
+        return x.clamp_(lo, hi).nan_to_num_(0.0)
+    return x.clamp(lo, hi).nan_to_num(0.0)
+
+
+torch.fx.wrap("_bound")
 
 
 @dataclass
@@ -75,7 +89,8 @@ class _Profile:
 
 
 class _Observer:
-    """A forward hook on a ``RangeBound`` (bounds still infinite) that records its input."""
+    """A forward pre-hook on a ``RangeBound`` (bounds still infinite) that records its input
+    before the bound (which works in place) sees it."""
 
     def __init__(self, per_channel: bool, quantile: Optional[float], generator: torch.Generator) -> None:
         self.per_channel = per_channel
@@ -83,7 +98,7 @@ class _Observer:
         self.generator = generator
         self.stats = _Profile(samples=[] if quantile is not None else None)
 
-    def __call__(self, module: nn.Module, args: Any, out: Any) -> None:
+    def __call__(self, module: nn.Module, args: Any) -> None:
         x = args[0].detach().float()
         if self.per_channel:
             x = x.movedim(channel_dim(x.ndim), 0).reshape(x.shape[channel_dim(x.ndim)], -1)
@@ -289,7 +304,7 @@ def _profile(
         raise ValueError("range_restrict needs data to profile bounds on (or bounds= a mapping of site to (low, high))")
     generator = torch.Generator().manual_seed(seed)
     observers = {key: _Observer(per_channel, quantile, generator) for key in modules}
-    handles = [modules[key].register_forward_hook(observers[key]) for key in modules]
+    handles = [modules[key].register_forward_pre_hook(observers[key]) for key in modules]
     seen = 0
     training = model.training
     try:
