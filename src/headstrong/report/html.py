@@ -17,6 +17,7 @@ import pandas as pd
 from headstrong.report import plots
 from headstrong.report.checks import result_warnings
 from headstrong.report.tables import (
+    COMPARISON_LEGEND,
     LAYER_COLUMNS,
     LEGEND,
     comparison_rows,
@@ -98,11 +99,11 @@ def build_report(
     if comparison is not None:
         sentences = [headline(comparison, row) for row in ("last layer", "overall")]
         headings, rows = comparison_rows(comparison)
-        title = "Improvement (baseline ΔLoss / text-guided ΔLoss; above 1x the text-guided model is more resilient)"
-        md += [f"## {title}", "", *(f"- {s}" for s in sentences), "", markdown(headings, rows)]
+        title = "Improvement: baseline ΔLoss / text-guided ΔLoss"
+        md += [f"## {title}", "", *(f"- {s}" for s in sentences), "", markdown(headings, rows), COMPARISON_LEGEND, ""]
         parts += [f"<h2>{html.escape(title)}</h2>",
                   "<ul class='headline'>" + "".join(f"<li>{html.escape(s)}</li>" for s in sentences) + "</ul>",
-                  html_table(headings, rows)]
+                  html_table(headings, rows), f"<p class='note'>{html.escape(COMPARISON_LEGEND)}</p>"]
     for caption, path in figures:
         encoded = base64.b64encode(path.read_bytes()).decode()
         parts.append(f"<h2>{html.escape(caption)}</h2><img alt='{html.escape(caption)}' "
