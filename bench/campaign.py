@@ -24,7 +24,7 @@ import torchvision
 
 import headstrong as hs
 from headstrong.campaign import plan as planning
-from headstrong.campaign.runner import Job, _batches, make_evaluator
+from headstrong.campaign.runner import _fault_groups, make_evaluator
 
 
 def build() -> tuple[torch.nn.Module, torch.Tensor, torch.Tensor, list[str]]:
@@ -42,17 +42,15 @@ def engine_only(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, spec: 
     """Faults per second of the engine's evaluate alone, on the campaign's own faults and batches."""
     from headstrong.faults import FaultSet
 
-    job = Job(spec, {}, x, y, torch.arange(x.shape[0]), batch_size, Path("."))
-    evaluator = make_evaluator(model, job, "cpu")
-    info = evaluator.layer_info.set_index("layer")
+    evaluator = make_evaluator(model, spec, x, y, "cpu", batch_size)
     layers = list(spec.layers)
     positions = {n: i for i, n in enumerate(hs.injectable_layers(model))}
-    elements = {n: int(info.loc[n, "n_neurons"]) for n in layers}
+    elements = {n: evaluator.sizes("neuron")[n] for n in layers}
     plans = planning.plan_layers(spec, layers, positions, elements, list(range(32)), lambda *a: spec.n_faults)
     work = []
     for plan in plans:  # sampling is not timed here: only the engine
         indices, bits = planning.layer_faults(spec, plan)
-        for start, stop in _batches(0, plan.n_faults, x.shape[0], batch_size):
+        for start, stop in _fault_groups(0, plan.n_faults, x.shape[0], 1, batch_size):
             first = start % x.shape[0]
             work.append((x[first:first + stop - start], y[first:first + stop - start],
                          FaultSet(spec.kind, plan.name, indices[start:stop], bits[start:stop])))

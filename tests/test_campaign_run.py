@@ -58,10 +58,12 @@ def test_records_agree_with_the_literal_injector(tmp_path: Path) -> None:
 
 def test_leveugle_sizes_each_layer_and_each_bit(tmp_path: Path) -> None:
     spec = hs.CampaignSpec(kind="weight", layers="6", bits="sign", margin=0.2, confidence=0.9, seed=0)
-    result = _run(tmp_path / "a", spec)
-    assert len(result.records) == sample_size(24 * 5 * 1, 0.2, 0.9)
+    result = _run(tmp_path / "a", spec)  # Leveugle counts faults; a weight fault meets every eval image
+    assert result.records["fault_id"].nunique() == sample_size(24 * 5 * 1, 0.2, 0.9)
+    assert len(result.records) == sample_size(24 * 5 * 1, 0.2, 0.9) * result.manifest["n_eval_images"]
     per_bit = _run(tmp_path / "b", spec.replace(bits=[0, 31], per_bit=True))
-    assert per_bit.records.groupby("bit").size().to_dict() == {0: sample_size(120, 0.2, 0.9), 31: sample_size(120, 0.2, 0.9)}
+    faults = per_bit.records.groupby("bit")["fault_id"].nunique().to_dict()
+    assert faults == {0: sample_size(120, 0.2, 0.9), 31: sample_size(120, 0.2, 0.9)}
 
 
 def test_same_seed_same_faults_whatever_the_batching(tmp_path: Path) -> None:

@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 
 from headstrong.campaign import CampaignSpec
-from headstrong.campaign.plan import LayerPlan, make_units, plan_layers, stable_seed
+from headstrong.campaign.plan import LayerPlan, Unit, make_units, plan_layers, stable_seed
 from headstrong.campaign.spec import resolve_bits, select_layers
 from headstrong.faults import sample_size
 
@@ -100,9 +100,18 @@ def test_plan_uses_leveugle_per_layer_and_per_bit() -> None:
 def test_units_cover_each_layer_exactly_once() -> None:
     plans = [LayerPlan("a", 0, 50, (0,), (((0,), 10),), 0), LayerPlan("b", 3, 50, (0,), (((0,), 4),), 10)]
     units = make_units(plans, chunk_size=4)
-    assert [(u["id"], u["start"], u["stop"]) for u in units] == [
+    assert [(u.id, u.start, u.stop) for u in units] == [
         ("L000_000000000", 0, 4), ("L000_000000004", 4, 8), ("L000_000000008", 8, 10), ("L003_000000000", 0, 4),
     ]
+    # a fault meeting 3 images: units cover pairs, whole faults each (4 faults = 12 pairs)
+    units = make_units(plans, chunk_size=4, images_per_fault=3)
+    assert [(u.id, u.start, u.stop, u.rows) for u in units] == [
+        ("L000_000000000", 0, 12, 12), ("L000_000000012", 12, 24, 12), ("L000_000000024", 24, 30, 6),
+        ("L003_000000000", 0, 12, 12),
+    ]
+    assert [Unit.from_dict(u.to_dict()) for u in units] == units
+    with pytest.raises(ValueError, match="lacks stop"):
+        Unit.from_dict({"id": "x", "layer": "a", "start": 0})
 
 
 def test_stable_seed_is_fixed_text_hash() -> None:

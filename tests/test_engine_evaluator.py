@@ -12,6 +12,7 @@ import torch.nn.functional as F
 
 import headstrong as hs
 from headstrong.engine import FaultEvaluator
+from headstrong.engine.split import PrunedReplay, SplitModel
 from headstrong.faults import FaultSet, sample_neuron_faults, sample_weight_faults
 
 from _models import build, images, one_thread  # noqa: F401  (autouse fixture)
@@ -62,12 +63,12 @@ def expected(model, x, y, faults, fmt, range_detector=True):
             "nonfinite": ~torch.isfinite(picked).all(1)}
 
 
-def assert_outcomes_match(got: dict, want: dict, rtol: float) -> None:
-    assert torch.equal(got["nonfinite"], want["nonfinite"])
-    assert torch.equal(got["golden_pred"], want["golden_pred"])
-    assert torch.equal(got["faulty_pred"], want["faulty_pred"])
+def assert_outcomes_match(got: hs.engine.Outcomes, want: dict, rtol: float) -> None:
+    assert torch.equal(got.nonfinite, want["nonfinite"])
+    assert torch.equal(got.golden_pred, want["golden_pred"])
+    assert torch.equal(got.faulty_pred, want["faulty_pred"])
     for key in ("golden_loss", "faulty_loss", "delta_loss"):
-        a, b = got[key].double(), want[key].double()
+        a, b = getattr(got, key).double(), want[key].double()
         fin = torch.isfinite(b)
         assert torch.equal(fin, torch.isfinite(a)), key
         assert torch.allclose(a[fin], b[fin], rtol=rtol, atol=rtol), (key, (a - b).abs().max())
@@ -94,7 +95,7 @@ def test_fast_paths_match_inject(arch: str, fmt: str, split: str) -> None:
     got = ev.evaluate(x, y, faults)
     want = expected(model, x, y, faults, fmt)
     assert_outcomes_match(got, want, rtol=1e-4 if fmt == "fp32" else 1e-9)
-    assert set(got) == set(hs.engine.OUTPUT_KEYS)
+    assert isinstance(got, hs.engine.Outcomes) and not bool(got.masked.any())  # a flip always changes its bit
     neuron, weight = LAYERS[arch]
     if split == "hooks":
         assert set(ev.paths.values()) == {"hooks"}
@@ -104,7 +105,7 @@ def test_fast_paths_match_inject(arch: str, fmt: str, split: str) -> None:
         assert ev.paths[("weight", weight[-1])] == "analytic"
         assert ev.paths[("weight", weight[0])] == "delta"
         assert ev.paths[("neuron", neuron[1])] == "fx"
-        assert bool(ev._replays) == prune  # pruned replays ran exactly when asked for
+        assert bool(ev.replayed_pairs) == prune  # pruned replays ran exactly when asked for
 
 
 @pytest.mark.parametrize("chunk", [1, 7, None])
@@ -145,17 +146,17 @@ def test_all_pairs_in_last_layer_match_inject(fmt: str) -> None:
     assert ev.last_path == "analytic"
     logits = hs.inject(model, x, faults, fmt=fmt)
     f_loss = F.cross_entropy(logits.reshape(-1, 10).float(), y.repeat(9), reduction="none").view(9, 5)
-    assert got["faulty_loss"].shape == (9, 5)
-    assert torch.equal(got["faulty_pred"], logits.argmax(2))
-    assert torch.equal(got["nonfinite"], ~torch.isfinite(logits).all(2))
+    assert got.faulty_loss.shape == (9, 5)
+    assert torch.equal(got.faulty_pred, logits.argmax(2))
+    assert torch.equal(got.nonfinite, ~torch.isfinite(logits).all(2))
     fin = torch.isfinite(f_loss)
-    assert torch.allclose(got["faulty_loss"][fin].double(), f_loss[fin].double(), rtol=1e-4, atol=1e-4)
+    assert torch.allclose(got.faulty_loss[fin].double(), f_loss[fin].double(), rtol=1e-4, atol=1e-4)
     # the general path (a layer with a network after it) gives the same as evaluate per pair
     conv = sample_weight_faults({"layer": "layer4.1.conv2", "weight_shape": (512, 512, 3, 3)}, 2, ev.fmt.bits, g)
     pairs = ev.evaluate_all_pairs(x, y, conv)
     logits = hs.inject(model, x, conv, fmt=fmt)
     f_loss = F.cross_entropy(logits.reshape(-1, 10).float(), y.repeat(2), reduction="none").view(2, 5)
-    assert torch.allclose(pairs["faulty_loss"].double(), f_loss.double(), rtol=1e-4, atol=1e-4)
+    assert torch.allclose(pairs.faulty_loss.double(), f_loss.double(), rtol=1e-4, atol=1e-4)
 
 
 def test_golden_is_cached_per_batch_and_refreshed_for_new_images() -> None:
@@ -165,11 +166,10 @@ def test_golden_is_cached_per_batch_and_refreshed_for_new_images() -> None:
     ev.profile([x])
     faults = FaultSet("neuron", "gn", [1, 2, 3, 4], [30, 30, 30, 30])
     first = ev.evaluate(x, y, faults)
-    calls = []
-    original = ev._split.capture
-    ev._split.capture = lambda *a, **k: calls.append(1) or original(*a, **k)
+    calls = []  # conv1 runs before gn: only in a golden pass, never in a replay
+    model.conv1.register_forward_hook(lambda *a: calls.append(1))
     again = ev.evaluate(x.clone(), y.clone(), faults)  # equal images: the cache holds
-    assert calls == [] and all(torch.equal(first[k], again[k]) for k in first)
+    assert calls == [] and first == again
     x2, y2 = images(4, seed=5)
     other = ev.evaluate(x2, y2, faults)
     assert calls == [1]
@@ -178,9 +178,11 @@ def test_golden_is_cached_per_batch_and_refreshed_for_new_images() -> None:
     want = expected(model, x2, y2, faults.with_sample(torch.arange(4)), "fp32")
     assert_outcomes_match(other, want, rtol=1e-4)
     golden = ev.golden(x2, y2)
-    assert torch.equal(golden["golden_pred"], model(x2).argmax(1))
-    probs = torch.softmax(model(x2).detach(), 1).sort(1, descending=True).values
-    assert torch.allclose(golden["top2_diff"], (probs[:, 0] - probs[:, 1]) * 100, atol=1e-4)
+    with torch.no_grad():
+        logits = model(x2)
+    assert torch.equal(golden.golden_pred, logits.argmax(1))
+    probs = torch.softmax(logits, 1).sort(1, descending=True).values
+    assert torch.allclose(golden.top2_diff, (probs[:, 0] - probs[:, 1]) * 100, atol=1e-4)
 
 
 def test_evaluator_leaves_model_untouched() -> None:
@@ -225,7 +227,7 @@ def test_evaluator_errors_name_the_problem() -> None:
     extra = FaultEvaluator(model, layers=["pool"])
     extra.profile([x])
     out = extra.evaluate(x, y, FaultSet("neuron", "pool", [0, 1], [30, 30]))
-    assert extra.last_path == "fx" and len(out["delta_loss"]) == 2
+    assert extra.last_path == "fx" and len(out.delta_loss) == 2
 
 
 def test_pruning_drops_masked_faults_and_changes_nothing() -> None:
@@ -238,16 +240,19 @@ def test_pruning_drops_masked_faults_and_changes_nothing() -> None:
         faults = sample_neuron_faults({"layer": "layer1.0.conv1", "output_shape": (64, 8, 8)}, 8, 32,
                                       torch.Generator().manual_seed(7))
         results.append(ev.evaluate(x, y, faults))
+        assert bool(ev.replayed_pairs) == prune
         if prune:
-            replay = ev._replays[("neuron", "layer1.0.conv1")]
+            split = SplitModel(model, hs.injectable_layers(model))
+            replay = PrunedReplay(split, split.cut("layer1.0.conv1"))
             # rows equal to the golden values leave at once; rows carrying a large change stay
-            values = ev._golden_cache["neuron"][0].values
+            with torch.no_grad():
+                _, values = split.capture(x, split.value_nodes)
             start = values[replay.node].clone()
             start[:4, :, 2, 2] += 1e3
             out, alive = replay.run(start, torch.arange(8), values)
             assert alive.tolist() == [0, 1, 2, 3] and out.shape == (4, 10)
-    for key in results[0]:
-        assert torch.allclose(results[0][key].double(), results[1][key].double(), rtol=1e-5, atol=1e-5), key
+    for key, value in results[0].tensors().items():
+        assert torch.allclose(value.double(), getattr(results[1], key).double(), rtol=1e-5, atol=1e-5), key
 
 
 def test_golden_cache_keeps_within_its_byte_budget() -> None:
@@ -258,9 +263,11 @@ def test_golden_cache_keeps_within_its_byte_budget() -> None:
     faults = FaultSet("neuron", "gn", [1, 2, 3, 4], [30, 30, 30, 30])
     first = ev.evaluate(x, y, faults)
     ev.evaluate(x2, y2, faults)
-    assert len(ev._golden_cache["neuron"]) == 1
+    calls = []  # conv1 runs before gn: only in a golden pass
+    model.conv1.register_forward_hook(lambda *a: calls.append(1))
     again = ev.evaluate(x, y, faults)
-    assert all(torch.equal(first[k], again[k]) for k in first)
+    assert calls == [1]  # the first batch was dropped to keep within the budget
+    assert first == again
 
 
 class Branchy(torch.nn.Module):

@@ -10,7 +10,7 @@ from typer.testing import CliRunner
 
 import headstrong as hs
 from headstrong.cli.main import app
-from headstrong.engine.edits import inject_edits
+from headstrong.engine import inject_edits
 from headstrong.faults.models import get_fault_model
 from test_campaign_cli import SMALL, checkpoint  # noqa: F401  (module fixture)
 from test_campaign_resume import one_thread, tiny_data, tiny_model  # noqa: F401  (autouse fixture)

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 import headstrong as hs
-from headstrong.engine import EditEvaluator, inject_edits
+from headstrong.engine import FaultEvaluator, inject_edits
 from headstrong.faults.models import FaultEdits, get_fault_model
 
 from _models import build, images, one_thread  # noqa: F401  (autouse fixture)
@@ -155,12 +155,11 @@ BATCHED = [("flip", "neuron"), ("stuck-at-1", "weight"), ("stuck-at-0", "neuron"
 def test_batched_path_equals_inject(arch: str, fmt: str, chunk: int | None) -> None:
     import torch.nn.functional as F
 
-    from headstrong.engine import FaultEvaluator
     model, x = setup(arch, fmt, n=3)
     _, y = images(3)
-    ev = FaultEvaluator(model, fmt=fmt, chunk_size=chunk)
-    ev.profile([(x, y)])
-    batched = EditEvaluator(ev)
+    batched = FaultEvaluator(model, fmt=fmt, chunk_size=chunk)
+    batched.profile([(x, y)])
+    paths: set[str] = set()
     for name, kind in BATCHED:
         if name == "metadata" and fmt == "fp32":
             continue
@@ -171,23 +170,22 @@ def test_batched_path_equals_inject(arch: str, fmt: str, chunk: int | None) -> N
         logits, masked = inject_edits(model, x, edits, fmt)
         out = batched.evaluate_all_pairs(x, y, edits)
         loss = F.cross_entropy(logits.reshape(-1, 10).float(), y.repeat(4), reduction="none").view(4, 3)
-        assert torch.equal(out["masked"], masked), (name, kind)
-        assert torch.equal(out["faulty_pred"], logits.argmax(2)), (name, kind)
-        assert torch.allclose(out["faulty_loss"], loss, rtol=1e-5, atol=1e-6, equal_nan=True), (name, kind)
-        assert torch.equal(out["nonfinite"], ~torch.isfinite(logits).all(2))
+        assert torch.equal(out.masked, masked), (name, kind)
+        assert torch.equal(out.faulty_pred, logits.argmax(2)), (name, kind)
+        assert torch.allclose(out.faulty_loss, loss, rtol=1e-5, atol=1e-6, equal_nan=True), (name, kind)
+        assert torch.equal(out.nonfinite, ~torch.isfinite(logits).all(2))
         golden = model(x).detach()
-        assert torch.equal(out["golden_pred"], golden.argmax(1).expand(4, 3)) or fmt != "fp32"
-    assert {"fx", "hooks", "delta", "weights"} <= set(batched.paths)
+        assert torch.equal(out.golden_pred, golden.argmax(1).expand(4, 3)) or fmt != "fp32"
+        paths.update(batched.paths.values())
+    assert {"fx", "hooks", "delta", "weights"} <= paths
 
 
 @pytest.mark.parametrize("fmt", ["int8", "bfp8_16"])
 def test_one_fault_per_image_equals_the_diagonal_of_all_pairs(fmt: str) -> None:
-    from headstrong.engine import FaultEvaluator
     model, x = setup("cnn", fmt, n=5)
     _, y = images(5)
-    ev = FaultEvaluator(model, fmt=fmt, chunk_size=2)
-    ev.profile([(x, y)])
-    batched = EditEvaluator(ev)
+    batched = FaultEvaluator(model, fmt=fmt, chunk_size=2)
+    batched.profile([(x, y)])
     rows = torch.arange(5)
     for name, kind in BATCHED:
         layers = sites(model, x, "cnn", kind)
@@ -198,9 +196,9 @@ def test_one_fault_per_image_equals_the_diagonal_of_all_pairs(fmt: str) -> None:
         every = FaultEdits(edits.fault, edits.kind, edits.layer, edits.index, edits.op, edits.mask,
                            torch.where(edits.sample >= 0, edits.fault, edits.sample), 5, edits.model, edits.base_kind)
         pairs = batched.evaluate_all_pairs(x, y, every)
-        for key, value in one.items():
+        for key, value in one.tensors().items():
             assert value.shape == (5,)
-            assert torch.equal(value, pairs[key][rows, rows]), (name, kind, key)
+            assert torch.equal(value, getattr(pairs, key)[rows, rows]), (name, kind, key)
     with pytest.raises(ValueError, match="3 faults for 5 images"):
         batched.evaluate(x, y, get_fault_model("flip").sample(sites(model, x, "cnn", "neuron"), 3, fmt))
 

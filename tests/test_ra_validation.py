@@ -130,7 +130,7 @@ def test_subset_accuracy_is_the_accuracy_on_the_first_images(trained, exact) -> 
     ev.profile([x])  # as the oracle does: on the whole set
     x, y = x[:PILOT_IMAGES], y[:PILOT_IMAGES]
     assert np.allclose(oracle.accuracy(ids, images=PILOT_IMAGES), _direct_accuracy(ev, x, y, "weight", "3", oracle.space, ids))
-    golden = ev.golden(x, y, kind="neuron")["golden_pred"]
+    golden = ev.golden(x, y, kind="neuron").golden_pred
     assert oracle.sa_on(PILOT_IMAGES) == pytest.approx((golden == y).float().mean().item())
 
 
@@ -143,7 +143,7 @@ def _direct_accuracy(ev, x, y, kind: str, module: str, space, ids) -> np.ndarray
     """The accuracy under each site's fault, straight from the engine, without the oracle."""
     _, element, bit = space.decode(ids)
     out = ev.evaluate_all_pairs(x, y, hs.FaultSet(kind, module, torch.as_tensor(element), torch.as_tensor(bit)))
-    return (out["faulty_pred"] == y).float().mean(1).double().numpy()
+    return (out.faulty_pred == y).float().mean(1).double().numpy()
 
 
 @pytest.mark.parametrize("name", ["uniform", "mac", "is", "is-b"])

@@ -1,16 +1,18 @@
-"""The whole campaign planned up front as a deterministic list of work units.
+"""Where a campaign's faults are sampled: the whole campaign planned as deterministic work units.
 
 Each layer's faults come from a generator seeded by (seed, layer[, bit]) alone, so they do not
-depend on the other layers, on how many workers run, or on where a resumed run restarts. Fault k of
-a layer is evaluated on evaluation image k mod n_images. A unit is a fixed range of one layer's
-faults, stored as one chunk file named after the unit.
+depend on the other layers, on how many workers run, or on where a resumed run restarts. Each
+fault meets ``images_per_fault`` evaluation images: pair p of a layer (fault p // N, its
+(p mod N)-th image) is evaluated on evaluation image p mod n_eval; with N = 1, fault k meets image
+k mod n_eval. A unit is a fixed range of one layer's pairs, whole faults only, stored as one chunk
+file named after the unit; a plan grows by appending units (later sampling rounds).
 """
 
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass
-from typing import Any, Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Iterable, Mapping, Sequence
 
 import torch
 
@@ -68,16 +70,82 @@ def _count(spec: CampaignSpec, population: int, sample_size: Any) -> int:
     return int(sample_size(population, spec.margin, spec.confidence))
 
 
-def make_units(plans: Iterable[LayerPlan], chunk_size: int) -> list[dict[str, Any]]:
-    """Fixed fault ranges, at most ``chunk_size`` faults each; ids sort in campaign order."""
+@dataclass(frozen=True)
+class Unit:
+    """One chunk of work: pairs ``start..stop`` of one layer (whole faults), stored as one file."""
+
+    id: str
+    layer: str
+    start: int
+    stop: int
+
+    @property
+    def rows(self) -> int:
+        """Records the unit stores: one per (fault, image) pair."""
+        return self.stop - self.start
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"id": self.id, "layer": self.layer, "start": self.start, "stop": self.stop}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Unit:
+        missing = [k for k in ("id", "layer", "start", "stop") if k not in data]
+        if missing:
+            raise ValueError(f"a work unit lacks {', '.join(missing)}; units have id, layer, start and stop")
+        return cls(str(data["id"]), str(data["layer"]), int(data["start"]), int(data["stop"]))
+
+
+MAX_PAIRS_PER_UNIT = 1 << 20  # at most about a million records in one chunk
+
+
+def make_units(plans: Iterable[LayerPlan], chunk_size: int, images_per_fault: int = 1) -> list[Unit]:
+    """Fixed ranges of whole faults (at most ``chunk_size`` faults, and about a million pairs,
+    each), as pair ranges; ids sort in campaign order."""
+    per_unit = max(1, min(chunk_size, MAX_PAIRS_PER_UNIT // images_per_fault))
     units = []
     for plan in plans:
-        for start in range(0, plan.n_faults, chunk_size):
-            stop = min(start + chunk_size, plan.n_faults)
-            units.append(
-                {"id": f"L{plan.position:03d}_{start:09d}", "layer": plan.name, "start": start, "stop": stop}
-            )
+        for first in range(0, plan.n_faults, per_unit):
+            last = min(first + per_unit, plan.n_faults)
+            start, stop = first * images_per_fault, last * images_per_fault
+            units.append(Unit(f"L{plan.position:03d}_{start:09d}", plan.name, start, stop))
     return units
+
+
+@dataclass(frozen=True, eq=False)
+class Plan:
+    """Everything a worker needs besides the model to run any unit of the campaign.
+
+    ``images``: the considered images (profiled once); ``eval_samples``: positions of the
+    evaluation images among them; ``images_per_fault``: images each fault meets; ``units`` grow
+    by appending (``with_units``)."""
+
+    spec: CampaignSpec
+    layers: tuple[LayerPlan, ...]
+    images: Any  # torch.Tensor [N, ...]
+    labels: Any  # torch.Tensor [N]
+    eval_samples: Any  # torch.Tensor of positions into images
+    images_per_fault: int
+    batch_size: int
+    units: tuple[Unit, ...] = field(default=())
+
+    def layer(self, name: str) -> LayerPlan:
+        for plan in self.layers:
+            if plan.name == name:
+                return plan
+        raise ValueError(f"unit names layer {name!r}, which this campaign does not plan")
+
+    @property
+    def n_pairs(self) -> int:
+        return sum(unit.rows for unit in self.units)
+
+    def with_units(self, more: Sequence[Unit]) -> Plan:
+        """The plan with ``more`` units appended (ids must be new)."""
+        have = {unit.id for unit in self.units}
+        clash = [unit.id for unit in more if unit.id in have]
+        if clash:
+            raise ValueError(f"unit id {clash[0]!r} is already planned; appended units need new ids")
+        return Plan(self.spec, self.layers, self.images, self.labels, self.eval_samples, self.images_per_fault,
+                    self.batch_size, (*self.units, *more))
 
 
 def layer_faults(spec: CampaignSpec, plan: LayerPlan) -> tuple[torch.Tensor, torch.Tensor]:
@@ -128,6 +196,9 @@ def collect_images(data: Any, max_images: int | None) -> tuple[torch.Tensor, tor
         )
     if x.shape[0] == 0:
         raise ValueError("no images to evaluate: the data is empty")
+    from headstrong.engine.layers import check_input
+
+    check_input(x, "images")  # uint8 images are refused, as hs.inject refuses them: scale them first
     return x.float().contiguous(), y.long().contiguous()
 
 

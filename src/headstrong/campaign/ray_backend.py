@@ -1,6 +1,6 @@
 """Ray backend: the pending work units, dealt over Ray workers, each writing its own chunks.
 
-The model and the job (spec, plans, images) go into the object store once. Each worker profiles
+The model and the plan (spec, layers, images, units) go into the object store once. Each worker profiles
 its own evaluator over the same images, which gives the same profile as the local run, and takes
 the next pending unit whenever it is free. The unit ids fix the file names, so the union of the chunks is the same
 records whichever backend wrote them. Workers write under ``out`` directly: on a cluster of
@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import copy
 import os
+from pathlib import Path
 from typing import Any, Callable, Sequence
 
 import torch
@@ -48,24 +49,26 @@ def connect(address: str | None = None, num_cpus: int | None = None) -> Any:
 class _Worker:
     """One evaluator per worker slot, profiled once, running the units it is handed."""
 
-    def __init__(self, model: torch.nn.Module, job: Any, device: str, threads: int) -> None:
+    def __init__(self, model: torch.nn.Module, plan: Any, out: Path, device: str, threads: int) -> None:
         from headstrong.campaign.runner import make_evaluator
 
         torch.set_num_threads(threads)
-        self.job = job
-        self.evaluator = make_evaluator(model, job, device)
+        self.plan = plan
+        self.out = out
+        self.evaluator = make_evaluator(model, plan.spec, plan.images, plan.labels, device, plan.batch_size)
 
-    def run(self, unit: dict[str, Any]) -> int:
+    def run(self, unit: Any) -> int:
         from headstrong.campaign.runner import run_units
 
-        run_units(self.evaluator, self.job, [unit])
-        return unit["stop"] - unit["start"]
+        run_units(self.evaluator, self.plan, self.out, [unit])
+        return int(unit.rows)
 
 
 def run_units_on_ray(
     model: torch.nn.Module,
-    job: Any,
-    units: Sequence[dict[str, Any]],
+    plan: Any,
+    out: Path,
+    units: Sequence[Any],
     device: str | torch.device,
     advance: Callable[[int], None],
     *,
@@ -89,11 +92,11 @@ def run_units_on_ray(
     actor_class = ray.remote(**options)(_Worker)
     on_cpu = all(t.device.type == "cpu" for t in model.state_dict().values())
     model_ref = ray.put(model if on_cpu else copy.deepcopy(model).cpu())
-    job_ref = ray.put(job)
+    plan_ref = ray.put(plan)
     from ray.util import ActorPool
 
     count = min(num_workers, len(units))
-    actors = [actor_class.remote(model_ref, job_ref, "cuda" if on_gpu else "cpu", 1) for _ in range(count)]
+    actors = [actor_class.remote(model_ref, plan_ref, out, "cuda" if on_gpu else "cpu", 1) for _ in range(count)]
     try:
         for done in ActorPool(actors).map_unordered(lambda actor, unit: actor.run.remote(unit), list(units)):
             advance(done)

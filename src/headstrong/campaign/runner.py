@@ -1,36 +1,46 @@
-"""Running a campaign: check everything, plan it, store it chunk by chunk, resume, summarise.
+"""Running a campaign in three steps: plan it, execute its units (locally or on Ray), load it.
 
-Nothing is written under ``out`` until the spec, data, model and layer selection are known to be
-good and any earlier run found there is the same campaign, so a bad call never touches stored
-results.
+``plan_campaign`` checks everything and plans the work without writing; ``run_campaign`` then
+holds the run folder (one run at a time), writes or checks the manifest, executes the pending
+units and loads the records. Nothing is written under ``out`` until the spec, data, model and
+layer selection are known to be good, so a bad call never touches stored results; a rerun on the
+same ``out`` resumes.
 """
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
+import hashlib
 import tempfile
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
+import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 import torch
 
 from headstrong import __version__
 from headstrong.campaign import plan as planning
 from headstrong.campaign import storage
+from headstrong.campaign.plan import Plan, Unit
 from headstrong.campaign.progress import campaign_progress
 from headstrong.campaign.spec import CampaignSpec, resolve_bits, select_layers
+from headstrong.engine import FaultEvaluator, Outcomes, injectable_layers
+from headstrong.faults import FaultSet
 
 BACKENDS = ("local", "ray")
 DEFAULT_CHUNK = 2048
 DEFAULT_BATCH = 256
+GROUP_PAIRS = 1 << 17  # pairs handed to the engine at once when a fault meets several images
 
-RECORD_COLUMNS = (
-    "fault_id", "kind", "layer", "layer_pos", "index", "bit", "sample", "label", "golden_pred",
-    "faulty_pred", "golden_loss", "faulty_loss", "delta_loss", "top2_diff", "nonfinite",
-)  # fmt: skip
+SITE_COLUMNS = ("fault_id", "kind", "layer", "layer_pos", "index", "bit", "sample", "label")
+RECORD_COLUMNS = (*SITE_COLUMNS, *Outcomes.COLUMNS)
 
 
 @dataclass
@@ -61,66 +71,76 @@ class CampaignResult:
         return _summary(self.records, ("layer", "bit"))
 
 
-@dataclass
-class Job:
-    """Everything a worker needs besides the model, to run any of the campaign's units."""
-
-    spec: CampaignSpec
-    plans: dict[str, planning.LayerPlan]
-    images: torch.Tensor  # the considered images, profiled once; eval images index into them
-    labels: torch.Tensor
-    eval_samples: torch.Tensor  # positions (in the data) of the evaluation images
-    batch_size: int
-    out: Path
+# ------------------------------------------------------------------------------------ plan
 
 
-def make_evaluator(model: torch.nn.Module, job: Job, device: str | torch.device) -> Any:
-    """The engine's fast core, profiled over all considered images (independent of batching)."""
-    from headstrong.engine import FaultEvaluator
-
-    evaluator = FaultEvaluator(model, fmt=job.spec.fmt, range_detector=job.spec.range_detector, device=device)
-    evaluator.profile(
-        (job.images[i : i + job.batch_size], job.labels[i : i + job.batch_size])
-        for i in range(0, job.images.shape[0], job.batch_size)
-    )
-    if job.spec.fault_model != "flip":  # the planned sites become the model's faults
-        from headstrong.engine.edit_evaluator import FaultModelEvaluator
-
-        return FaultModelEvaluator(evaluator, job.spec.fault_model_object(), job.spec.seed)
+def make_evaluator(model: torch.nn.Module, spec: CampaignSpec, images: torch.Tensor, labels: torch.Tensor,
+                   device: str | torch.device, batch_size: int) -> FaultEvaluator:
+    """The engine with the campaign's format, range detector and fault model, profiled over all
+    considered images (independent of batching); for fp32 that pass is also the golden pass."""
+    evaluator = FaultEvaluator(model, fmt=spec.fmt, range_detector=spec.range_detector, device=device,
+                               fault_model=spec.fault_model_object())
+    evaluator.profile((images[i : i + batch_size], labels[i : i + batch_size])
+                      for i in range(0, images.shape[0], batch_size))
     return evaluator
 
 
-def run_units(
-    evaluator: Any, job: Job, units: Sequence[dict[str, Any]], advance: Callable[[int], None] | None = None
-) -> None:
-    """Evaluate and store each unit; ``advance(n)`` after every batch of n faults."""
-    from headstrong.faults import FaultSet
-
-    n_eval = job.eval_samples.shape[0]
-    eval_x = job.images[job.eval_samples]
-    eval_y = job.labels[job.eval_samples]
-    cache: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
-    for unit in units:
-        plan = job.plans[unit["layer"]]
-        if plan.name not in cache:
-            cache.clear()  # units come layer by layer: keep one layer's faults at a time
-            cache[plan.name] = planning.layer_faults(job.spec, plan)
-        indices, bits = cache[plan.name]
-        parts = []
-        for start, stop in _batches(unit["start"], unit["stop"], n_eval, job.batch_size):
-            first = start % n_eval
-            x = eval_x[first : first + stop - start]
-            y = eval_y[first : first + stop - start]
-            faults = FaultSet(job.spec.kind, plan.name, indices[start:stop], bits[start:stop])
-            outcome = evaluator.evaluate(x, y, faults)
-            parts.append(_records(job, plan, start, stop, first, indices, bits, outcome))
-            if advance is not None:
-                advance(stop - start)
-        storage.write_chunk(job.out, unit["id"], pa.Table.from_pandas(pd.concat(parts), preserve_index=False))
+def plan_campaign(
+    model: torch.nn.Module, evaluator: FaultEvaluator, spec: CampaignSpec, images: torch.Tensor,
+    labels: torch.Tensor, batch_size: int, chunk_size: int,
+) -> Plan:
+    """The whole campaign as units, checked against the model and data; writes nothing."""
+    bits = resolve_bits(spec, evaluator.fmt)
+    first = next(iter(model.parameters()), None)
+    probe = images[:2].to(first.device if first is not None else "cpu")
+    sizes = evaluator.sizes(spec.kind)
+    profiled = set(evaluator.layer_info["layer"])
+    available = [name for name in injectable_layers(model, probe) if name in profiled]
+    layers = select_layers(spec, available)
+    empty = [name for name in layers if name not in sizes]
+    if empty:
+        raise ValueError(f"layer(s) {', '.join(empty)} have no {spec.kind} fault sites; choose other layers")
+    eval_samples = _eval_samples(evaluator, spec, images, labels, batch_size)
+    per_fault = spec.images_per_fault_for(len(eval_samples))
+    plans = planning.plan_layers(spec, layers, {n: i for i, n in enumerate(available)},
+                                 {n: sizes[n] for n in layers}, bits, _sample_size())
+    plan = Plan(spec, tuple(plans), images, labels, eval_samples, per_fault, batch_size)
+    return plan.with_units(planning.make_units(plans, chunk_size, per_fault))
 
 
-def _batches(start: int, stop: int, n_eval: int, batch_size: int) -> list[tuple[int, int]]:
-    """Fault ranges that each map onto one contiguous, block-aligned slice of the eval images."""
+def _eval_samples(evaluator: FaultEvaluator, spec: CampaignSpec, images: torch.Tensor, labels: torch.Tensor,
+                  batch_size: int) -> torch.Tensor:
+    """Positions of the evaluation images: all of them, or those the campaign's own golden
+    model (its ``kind``'s tensors held in the format) classifies correctly."""
+    n = images.shape[0]
+    golden = evaluator.golden(images, labels, kind=spec.kind, batch_size=batch_size)  # refuses NaN logits
+    if not spec.only_correct:
+        return torch.arange(n)
+    correct = torch.nonzero(golden.golden_pred == labels).flatten()
+    if correct.numel() == 0:
+        raise ValueError(
+            f"the golden model ({spec.kind} tensors in {spec.fmt}) classifies none of the {n} images correctly, "
+            "so only_correct leaves nothing to evaluate; check the model and data set, or set only_correct=False"
+        )
+    return correct
+
+
+def _sample_size() -> Callable[[int, float, float], int]:
+    from headstrong.faults import sample_size
+
+    return lambda population, margin, confidence: int(sample_size(population, margin, confidence))
+
+
+# ------------------------------------------------------------------------------------ execute
+
+
+def _fault_groups(start: int, stop: int, n_eval: int, per_fault: int, batch_size: int) -> list[tuple[int, int]]:
+    """Faults handed to the engine together. One image each: ranges that map onto one
+    contiguous, block-aligned slice of the eval images (as campaigns always did, so a fault
+    model's draws, seeded by the group, are unchanged); several: up to ``GROUP_PAIRS`` pairs."""
+    if per_fault > 1:
+        size = max(1, GROUP_PAIRS // per_fault)
+        return [(k, min(k + size, stop)) for k in range(start, stop, size)]
     out = []
     k = start
     while k < stop:
@@ -132,34 +152,95 @@ def _batches(start: int, stop: int, n_eval: int, batch_size: int) -> list[tuple[
     return out
 
 
-def _records(
-    job: Job,
-    plan: planning.LayerPlan,
-    start: int,
-    stop: int,
-    first: int,
-    indices: torch.Tensor,
-    bits: torch.Tensor,
-    outcome: dict[str, torch.Tensor],
-) -> pd.DataFrame:
-    n = stop - start
-    frame = {
-        "fault_id": (plan.fault_offset + torch.arange(start, stop)).numpy(),
-        "kind": [job.spec.kind] * n,
-        "layer": [plan.name] * n,
-        "layer_pos": [plan.position] * n,
-        "index": indices[start:stop].numpy(),
-        "bit": bits[start:stop].numpy().astype("int16"),
-        "sample": job.eval_samples[first : first + n].numpy(),
-        "label": job.labels[job.eval_samples[first : first + n]].numpy(),
+def _generator(seed: int, fault_model: Any, sites: FaultSet) -> torch.Generator:
+    """Draws of a fault model beyond its planned sites (multi-site, ber), seeded by the sites."""
+    digest = hashlib.sha256()
+    digest.update(str((seed, fault_model.describe(), sites.layer_names)).encode())
+    digest.update(sites.index.numpy().tobytes())
+    digest.update(sites.bit.numpy().tobytes())
+    return torch.Generator().manual_seed(int.from_bytes(digest.digest()[:8], "little"))
+
+
+def _repeat(value: str, n: int) -> pa.Array:
+    """A string column of one value, built in Arrow (no Python list of n strings)."""
+    return pc.take(pa.array([value]), pa.array(np.zeros(n, dtype=np.int32)))
+
+
+def run_units(evaluator: FaultEvaluator, plan: Plan, out: Path, units: Sequence[Unit],
+              advance: Callable[[int], None] | None = None) -> None:
+    """Evaluate each unit's (fault, image) pairs and store its records; ``advance(n)`` after
+    every group of n pairs. Pair p meets eval image p mod n_eval, as ``headstrong.campaign.plan`` says."""
+    spec, per_fault = plan.spec, plan.images_per_fault
+    n_eval = plan.eval_samples.shape[0]
+    eval_x, eval_y = plan.images[plan.eval_samples], plan.labels[plan.eval_samples]
+    blocks = [(b, min(b + plan.batch_size, n_eval)) for b in range(0, n_eval, plan.batch_size)]
+    block_data = [(eval_x[b0:b1], eval_y[b0:b1]) for b0, b1 in blocks]
+    sizes = evaluator.sizes(spec.kind)
+    fault_model = evaluator.fault_model
+    cache: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
+    for unit in units:
+        layer = plan.layer(unit.layer)
+        if layer.name not in cache:
+            cache.clear()  # units come layer by layer: keep one layer's faults at a time
+            cache[layer.name] = planning.layer_faults(spec, layer)
+        indices, bits = cache[layer.name]
+        outcomes = Outcomes.empty(unit.rows)
+        for g0, g1 in _fault_groups(unit.start // per_fault, unit.stop // per_fault, n_eval, per_fault,
+                                    plan.batch_size):
+            sites = FaultSet(spec.kind, layer.name, indices[g0:g1], bits[g0:g1])
+            edits = fault_model.expand(sites, evaluator.fmt, sizes, _generator(spec.seed, fault_model, sites))
+            pairs = torch.arange(g0 * per_fault, g1 * per_fault)
+            image = pairs % n_eval
+            for (b0, b1), (bx, by) in zip(blocks, block_data):
+                sel = ((image >= b0) & (image < b1)).nonzero().flatten()
+                if not len(sel):
+                    continue
+                got = evaluator.evaluate_pairs(bx, by, edits, pairs[sel] // per_fault - g0, image[sel] - b0)
+                at = pairs[sel] - unit.start
+                for name, value in got.tensors().items():
+                    getattr(outcomes, name)[at] = value
+            if advance is not None:
+                advance(len(pairs))
+        storage.write_chunk(out, unit.id, _records(plan, layer, unit, indices, bits, outcomes))
+
+
+def _records(plan: Plan, layer: planning.LayerPlan, unit: Unit, indices: torch.Tensor, bits: torch.Tensor,
+             outcomes: Outcomes) -> pa.Table:
+    """One unit's records: the planned site of each pair, its image, and its outcomes."""
+    pairs = torch.arange(unit.start, unit.stop)
+    fault = pairs // plan.images_per_fault
+    sample = plan.eval_samples[pairs % plan.eval_samples.shape[0]]
+    n = unit.rows
+    columns = {
+        "fault_id": (layer.fault_offset + fault).numpy(),
+        "kind": _repeat(plan.spec.kind, n),
+        "layer": _repeat(layer.name, n),
+        "layer_pos": np.full(n, layer.position, dtype=np.int64),
+        "index": indices[fault].numpy(),
+        "bit": bits[fault].numpy().astype("int16"),
+        "sample": sample.numpy(),
+        "label": plan.labels[sample].numpy(),
+        **outcomes.columns(),
     }
-    for key in ("golden_pred", "faulty_pred", "golden_loss", "faulty_loss", "delta_loss", "top2_diff", "nonfinite"):
-        frame[key] = outcome[key].detach().cpu().numpy()
-    columns = list(RECORD_COLUMNS)
-    if "masked" in outcome:  # fault models other than flip: the pair changed no bit
-        frame["masked"] = outcome["masked"].detach().cpu().numpy()
-        columns.append("masked")
-    return pd.DataFrame(frame, columns=columns)
+    return pa.table(columns)
+
+
+def execute(
+    model: torch.nn.Module, evaluator: FaultEvaluator, plan: Plan, out: Path, units: Sequence[Unit],
+    device: str | torch.device, advance: Callable[[int], None], backend: str = "local", **ray: Any,
+) -> None:
+    """Run ``units`` of ``plan`` into ``out``: here with ``evaluator``, or over Ray workers."""
+    if not units:
+        return
+    if backend == "local":
+        run_units(evaluator, plan, out, units, advance)
+        return
+    from headstrong.campaign.ray_backend import run_units_on_ray
+
+    run_units_on_ray(model, plan, out, units, device, advance, **ray)
+
+
+# ------------------------------------------------------------------------------------ the whole run
 
 
 def run_campaign(
@@ -180,6 +261,7 @@ def run_campaign(
 
     The same spec and seed give the same records whatever the backend, device count, batch size
     or interruptions. With ``out=None`` the records live in a temporary folder and only in memory.
+    The run holds ``out`` for its whole duration: a second run on it is refused.
     """
     if not isinstance(spec, CampaignSpec):
         raise ValueError(f"spec must be a CampaignSpec; got {type(spec).__name__}")
@@ -190,76 +272,65 @@ def run_campaign(
             raise ValueError(f"{name} must be a positive integer or None (default); got {value!r}")
     if not isinstance(model, torch.nn.Module):
         raise ValueError(f"model must be a torch.nn.Module; got {type(model).__name__}")
-    if out is None:
-        with tempfile.TemporaryDirectory(prefix="headstrong-") as tmp:
-            result = run_campaign(
-                model, data, spec, device, tmp, backend=backend, batch_size=batch_size, chunk_size=chunk_size,
-                progress=progress, ray_address=ray_address, num_workers=num_workers,
-            )  # fmt: skip
-            result.out = None
-            return result
-    out = storage.check_out_dir(out).absolute()
-    previous = storage.read_manifest(out) if out.is_dir() else None
-    layout = (previous or {}).get("layout", {})
-    batch_size = _layout_value("batch_size", batch_size, layout, DEFAULT_BATCH, out)
-    chunk_size = _layout_value("chunk_size", chunk_size, layout, DEFAULT_CHUNK, out)
-
+    folder = None if out is None else storage.check_out_dir(out).absolute()
     images, labels = planning.collect_images(data, spec.max_images)
-    job = Job(spec, {}, images, labels, torch.arange(images.shape[0]), batch_size, out)
-    evaluator = make_evaluator(model, job, device)
-    from headstrong.engine import injectable_layers
-    from headstrong.formats import get as get_format
+    evaluator = make_evaluator(model, spec, images, labels, device, batch_size or DEFAULT_BATCH)
+    layout = _stored_layout(folder)
+    batch_size = _layout_value("batch_size", batch_size, layout, DEFAULT_BATCH, folder)
+    chunk_size = _layout_value("chunk_size", chunk_size, layout, DEFAULT_CHUNK, folder)
+    plan = plan_campaign(model, evaluator, spec, images, labels, batch_size, chunk_size)
+    manifest = _manifest(model, plan, chunk_size)
+    with _run_folder(folder) as where:
+        previous = storage.read_manifest(where)
+        if previous is not None:
+            _check_same_campaign(previous, manifest, where)
+        else:
+            storage.write_manifest(where, manifest)
+        storage.remove_temporaries(where)
+        todo = [Unit.from_dict(u) for u in storage.pending_units(where, manifest["units"])]
+        with campaign_progress(progress, plan.n_pairs, plan.n_pairs - sum(u.rows for u in todo)) as advance:
+            execute(model, evaluator, plan, where, todo, device, advance, backend,
+                    address=ray_address, num_workers=num_workers)
+        result = load_results(where)
+    return result if folder is not None else dataclasses.replace(result, out=None)
 
-    fmt = get_format(spec.fmt)
-    bits = resolve_bits(spec, fmt)
-    first = next(iter(model.parameters()), None)
-    probe = images[:2].to(first.device if first is not None else "cpu")
-    available = [name for name in injectable_layers(model, probe) if name in set(evaluator.layer_info["layer"])]
-    layers = select_layers(spec, available)
-    info = evaluator.layer_info.set_index("layer")
-    column = "n_neurons" if spec.kind == "neuron" else "n_weights"
-    elements = {name: int(info.loc[name, column]) for name in layers}
-    empty = [name for name in layers if elements[name] < 1]
-    if empty:
-        raise ValueError(f"layer(s) {', '.join(empty)} have no {spec.kind} fault sites; choose other layers")
-    job.eval_samples = _eval_samples(evaluator, job)
-    plans = planning.plan_layers(
-        spec, layers, {n: i for i, n in enumerate(available)}, elements, bits, _sample_size()
-    )
-    job.plans = {p.name: p for p in plans}
-    units = planning.make_units(plans, chunk_size)
-    manifest = {
+
+@contextlib.contextmanager
+def _run_folder(folder: Path | None) -> Iterator[Path]:
+    """The run folder, held for the run (one run per folder); a temporary one for ``out=None``."""
+    if folder is None:
+        with tempfile.TemporaryDirectory(prefix="headstrong-") as tmp:
+            yield Path(tmp)
+        return
+    from headstrong._lock import hold_folder
+
+    with hold_folder(folder, "inject") as held:
+        yield held
+
+
+def _stored_layout(folder: Path | None) -> dict[str, int]:
+    previous = storage.read_manifest(folder) if folder is not None and folder.is_dir() else None
+    return dict((previous or {}).get("layout", {}))
+
+
+def _manifest(model: torch.nn.Module, plan: Plan, chunk_size: int) -> dict[str, Any]:
+    return {
         "headstrong_version": __version__,
-        "spec": spec.to_dict(),
+        "spec": plan.spec.to_dict(),
         "model_fingerprint": planning.model_fingerprint(model),
         "model_class": f"{type(model).__module__}.{type(model).__qualname__}",
-        "data_fingerprint": planning.tensor_fingerprint(images, labels),
-        "layout": {"batch_size": batch_size, "chunk_size": chunk_size},
-        "layers": layers,
-        "bits": bits,
-        "n_images": int(images.shape[0]),
-        "n_eval_images": int(job.eval_samples.shape[0]),
-        "units": units,
+        "data_fingerprint": planning.tensor_fingerprint(plan.images, plan.labels),
+        "layout": {"batch_size": plan.batch_size, "chunk_size": chunk_size},
+        "layers": [layer.name for layer in plan.layers],
+        "bits": list(plan.layers[0].bits) if plan.layers else [],
+        "n_images": int(plan.images.shape[0]),
+        "n_eval_images": int(plan.eval_samples.shape[0]),
+        "images_per_fault": plan.images_per_fault,
+        "units": [unit.to_dict() for unit in plan.units],
     }
-    if previous is not None:
-        _check_same_campaign(previous, manifest, out)
-    else:
-        storage.write_manifest(out, manifest)
-    storage.remove_temporaries(out)
-    todo = storage.pending_units(out, units)
-    total = sum(u["stop"] - u["start"] for u in units)
-    remaining = sum(u["stop"] - u["start"] for u in todo)
-    with campaign_progress(progress, total, total - remaining) as advance:
-        if todo and backend == "local":
-            run_units(evaluator, job, todo, advance)
-        elif todo:
-            from headstrong.campaign.ray_backend import run_units_on_ray
-
-            run_units_on_ray(model, job, todo, device, advance, address=ray_address, num_workers=num_workers)
-    return load_results(out)
 
 
-def _layout_value(name: str, given: int | None, layout: dict[str, int], default: int, out: Path) -> int:
+def _layout_value(name: str, given: int | None, layout: dict[str, int], default: int, out: Path | None) -> int:
     stored = layout.get(name)
     if stored is not None and given is not None and given != stored:
         raise ValueError(
@@ -267,43 +338,6 @@ def _layout_value(name: str, given: int | None, layout: dict[str, int], default:
             f"leave it out to resume, or use a new out"
         )
     return int(stored if stored is not None else given if given is not None else default)
-
-
-def _eval_samples(evaluator: Any, job: Job) -> torch.Tensor:
-    """Positions of the evaluation images: all of them, or those the golden model gets right."""
-    n = job.images.shape[0]
-    if not job.spec.only_correct:
-        return torch.arange(n)
-    preds = []
-    for i in range(0, n, job.batch_size):
-        golden = evaluator.golden(job.images[i : i + job.batch_size], job.labels[i : i + job.batch_size])
-        preds.append(golden_predictions(golden))
-    correct = torch.nonzero(torch.cat(preds).cpu() == job.labels).flatten()
-    if correct.numel() == 0:
-        raise ValueError(
-            f"the golden model classifies none of the {n} images correctly, so only_correct leaves nothing "
-            "to evaluate; check the model and data set, or set only_correct=False"
-        )
-    return correct
-
-
-def golden_predictions(golden: Any) -> torch.Tensor:
-    """The predicted classes from the engine's golden pass (logits or a dict holding them)."""
-    if isinstance(golden, dict):
-        if "golden_pred" in golden:
-            return golden["golden_pred"]
-        if "pred" in golden:
-            return golden["pred"]
-        golden = golden["logits"]
-    if isinstance(golden, (tuple, list)):
-        golden = golden[0]
-    return golden.argmax(dim=-1)
-
-
-def _sample_size() -> Callable[[int, float, float], int]:
-    from headstrong.faults import sample_size
-
-    return lambda population, margin, confidence: int(sample_size(population, margin, confidence))
 
 
 def _check_same_campaign(previous: dict[str, Any], current: dict[str, Any], out: Path) -> None:
@@ -316,6 +350,11 @@ def _check_same_campaign(previous: dict[str, Any], current: dict[str, Any], out:
         differences.append(f"the model ({previous.get('model_class')} there, {current['model_class']} now)")
     if previous.get("data_fingerprint") != current["data_fingerprint"]:
         differences.append("the data")
+    if not differences and previous.get("images_per_fault", 1) != current["images_per_fault"]:
+        differences.append(
+            f"the images per fault ({previous.get('images_per_fault', 1)} there, {current['images_per_fault']} now; "
+            "a run from before images_per_fault met one image per fault, permanent faults now meet every one)"
+        )
     if not differences and previous.get("units") != current["units"]:
         differences.append("the planned faults (another headstrong version?)")
     if differences:
@@ -323,6 +362,9 @@ def _check_same_campaign(previous: dict[str, Any], current: dict[str, Any], out:
             f"{str(out)!r} holds a different campaign: {'; '.join(differences)} differ(s); "
             "rerun with the same spec, model and data to resume, or choose a new out"
         )
+
+
+# ------------------------------------------------------------------------------------ load
 
 
 def load_results(out: str | Path) -> CampaignResult:

@@ -31,6 +31,10 @@ class CampaignSpec:
     ``confidence`` over each layer's N = elements x bits (over N = elements for each bit, with
     ``per_bit``). ``max_images``: only the first images of the data are considered;
     ``only_correct``: faults land only on those the golden (format-quantised) model gets right.
+    ``images_per_fault``: evaluation images each fault meets (a record per pair), a positive int
+    or "all"; None: "all" for permanent faults (weights, stuck-at: PyTorchFI and GoldenEye apply a
+    weight fault to a whole batch), 1 for transient ones (activation upsets). Leveugle sizing
+    counts faults, not pairs.
     """
 
     kind: str = "neuron"
@@ -49,6 +53,7 @@ class CampaignSpec:
     ber: float | None = None  # the bit-error rate p of "ber"
     k: int | None = None  # bits per fault of "multi-bit"
     sites: int | None = None  # faults per inference of "multi-site"
+    images_per_fault: int | str | None = None  # evaluation images per fault: N, "all", None (by permanence)
 
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
@@ -82,7 +87,24 @@ class CampaignSpec:
         for name in ("range_detector", "per_bit", "only_correct"):
             if not isinstance(getattr(self, name), bool):
                 raise ValueError(f"{name} must be true or false; got {getattr(self, name)!r}")
+        n = self.images_per_fault
+        if n is not None and n != "all" and (isinstance(n, bool) or not isinstance(n, int) or n < 1):
+            raise ValueError(f"images_per_fault must be a positive integer, 'all' or None (by the fault's "
+                             f"permanence); got {n!r}")
         self.fault_model_object()  # unknown names, bad parameters, a model that does not fit fmt
+
+    def images_per_fault_for(self, n_eval: int) -> int:
+        """Evaluation images each fault meets, out of ``n_eval``: the field, or by default all of
+        them for a permanent fault (its fault model says) and one for a transient one."""
+        n = self.images_per_fault
+        if n is None:
+            n = "all" if self.fault_model_object().permanent(self.kind) else 1
+        if n == "all":
+            return n_eval
+        if n > n_eval:
+            raise ValueError(f"images_per_fault={n} but the campaign has only {n_eval} evaluation images; "
+                             f"give at most {n_eval} or 'all'")
+        return int(n)
 
     def fault_model_object(self) -> Any:
         """The campaign's fault model (``headstrong.faults.models``), checked against ``fmt``."""

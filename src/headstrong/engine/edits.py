@@ -1,11 +1,9 @@
-"""Applying fault models: ``FaultEdits`` (from ``headstrong.faults.models``) on a network.
+"""Element edits on tensors held in a number format: how every fault model changes a value.
 
 ``edit_tensor`` applies edits to one tensor held in a format: each element's edits in one pass
 of ``fmt.apply_masks`` (XOR, then clear, then set), only the edited elements (with their blocks),
-or ``fmt.flip_metadata_at`` for metadata. ``inject_edits`` is the exact path built on it (every
-fault alone, on every input, one forward pass per fault, hooks for activations and a functional
-call for weights); ``headstrong.engine.edit_evaluator`` is the batched one, sharing this
-definition of each fault.
+or ``fmt.flip_metadata_at`` for metadata. The exact ``inject`` and the fast ``FaultEvaluator``
+both apply faults with these functions, so they share one definition of each fault.
 
 Masked: a (fault, input) pair whose edits changed no bit of any tensor (a stuck bit that held
 its value already, a bit-error trial that drew nothing) is reported as masked, and still
@@ -14,27 +12,12 @@ evaluated: its outputs equal the golden ones.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from typing import Any
 
 import torch
-from torch import nn
-from torch.func import functional_call
 
-from headstrong import formats
-from headstrong.engine.inject import check_profiled, hold_hooks
-from headstrong.engine.layers import (
-    LayerStats,
-    check_input,
-    check_model,
-    eval_mode,
-    injectable_layers,
-    profile_layers,
-    run_model,
-)
-from headstrong.engine.sites import is_identity_format, layer_format
-from headstrong.faults.faultset import KINDS, FaultSet
-from headstrong.faults.models import OPS, FaultEdits, get_fault_model
+from headstrong.faults.faultset import KINDS
+from headstrong.faults.models import OPS
 
 NEURON, WEIGHT = KINDS.index("neuron"), KINDS.index("weight")
 FLIP, SET0, SET1, META = (OPS.index(o) for o in ("flip", "set0", "set1", "meta"))
@@ -103,123 +86,11 @@ def edit_tensor(
         view[meta_rows] = detect(flipped, differs).to(flat.dtype)
     element = ~meta
     if bool(element.any()):
-        keys, inverse, values, changed = _edit_sparse(x, fmt, rows[element] * per + index[element],
+        keys, inverse, values, changed = edit_sparse(x, fmt, rows[element] * per + index[element],
                                                       op[element], mask[element])
         flat[keys] = detect(values, changed).to(flat.dtype)
         edit_changed[element] = changed[inverse]
     return flat.view(x.shape), edit_changed
-
-
-def as_edits(faults: Any, fmt: Any, fault_model: Any) -> FaultEdits:
-    """``FaultEdits`` as given, or single-site faults (a FaultSet or records) under a model."""
-    if isinstance(faults, FaultEdits):
-        if fault_model is not None and get_fault_model(fault_model).name != faults.model:
-            raise ValueError(
-                f"the edits were sampled with fault model {faults.model!r}, not {get_fault_model(fault_model).name!r}"
-            )
-        return faults
-    from headstrong.engine.inject import as_faultset
-
-    model = get_fault_model(fault_model if fault_model is not None else "flip")
-    return model.from_sites(as_faultset(faults), fmt)
-
-
-def _pair_edits(edits: FaultEdits, n_x: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Every (edit, input row) the edits apply to: edits with sample -1 meet each of ``n_x``
-    inputs, the others their one input. Returns edit rows and input rows."""
-    every = edits.sample < 0
-    if bool((edits.sample >= n_x).any()):
-        raise ValueError(f"edit sample {int(edits.sample.max())} out of range for {n_x} inputs")
-    ids = torch.arange(edits.n_edits)
-    e_all = ids[every].repeat_interleave(n_x)
-    r_all = torch.arange(n_x).repeat(int(every.sum()))
-    return torch.cat([e_all, ids[~every]]), torch.cat([r_all, edits.sample[~every]])
-
-
-def _layer_formats(fmt: Any, stats: Mapping[str, LayerStats]) -> tuple[dict[str, Any], dict[str, Any]]:
-    out = {n: layer_format(fmt, s.out_max_abs) for n, s in stats.items() if s.calls > 0}
-    weight = {n: layer_format(fmt, s.weight_max_abs) for n, s in stats.items() if s.weight_shape is not None}
-    return out, weight
-
-
-def inject_edits(
-    model: nn.Module, x: torch.Tensor, faults: Any, fmt: Any = "fp32", range_detector: bool = True,
-    fault_model: Any = None,
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Logits ``[len(faults), len(x), C]`` and masked ``[len(faults), len(x)]``: each fault
-    (all its edits together) applied alone to the inputs its edits name (every input for edits
-    with no sample). Conventions as ``headstrong.inject``: the targeted tensors are held in
-    ``fmt`` (outputs for neuron faults, weights for weight faults), int scales and the range
-    detector's bound from max |x| over this ``x``."""
-    check_model(model)
-    x = check_input(x)
-    fmt = formats.get(fmt)
-    edits = as_edits(faults, fmt, fault_model)
-    modules = dict(model.named_modules())
-    held = injectable_layers(model)
-    names = list(dict.fromkeys([*held, *edits.layer_names]))
-    sites = FaultSet(edits.kind, edits.layer, edits.index, 0)
-    sites.validate(model)
-    with torch.no_grad():
-        stats = profile_layers(model, [x], names)
-    check_profiled(sites, model, stats, fmt.bits)
-    edits.validate(model, fmt)
-    out_fmts, w_fmts = _layer_formats(fmt, stats)
-    ran = [n for n in held if stats[n].calls > 0]
-    identity = is_identity_format(fmt)
-    n_x = len(x)
-    base: dict[str, torch.Tensor] = {}
-    if not identity:
-        for n in ran:
-            if stats[n].weight_shape is not None:
-                w = modules[n].weight
-                base[f"{n}.weight"] = w_fmts[n].quantize(w).to(w.dtype)
-    logits, masked = [], []
-    edit_rows, input_rows = _pair_edits(edits, n_x)
-    with eval_mode(model), torch.no_grad():
-        for f in range(len(edits)):
-            mine = (edits.fault[edit_rows] == f).nonzero().flatten()
-            e, r = edit_rows[mine], input_rows[mine]
-            neuron = edits.kind_codes[e] == NEURON
-            has_weight = bool((~neuron).any())
-            empty = len(e) == 0
-            hold_out = not identity and (bool(neuron.any()) or (empty and edits.base_kind == "neuron"))
-            hold_w = has_weight or (empty and edits.base_kind == "weight")
-            changed_rows = torch.zeros(n_x, dtype=torch.bool)
-            state = dict(base) if hold_w else {}
-            for lid in edits.layer_ids[e[~neuron]].unique().tolist():
-                name = edits.layer_names[lid]
-                sel = e[~neuron][edits.layer_ids[e[~neuron]] == lid].unique()
-                w = base.get(f"{name}.weight", modules[name].weight.detach())
-                new, changed = edit_tensor(w.unsqueeze(0), w_fmts[name], torch.zeros_like(sel),
-                                           edits.index[sel], edits.op_codes[sel], edits.mask[sel])
-                state[f"{name}.weight"] = new[0]
-                if bool(changed.any()):
-                    changed_rows[:] = True
-            hooks = hold_hooks(modules, {n: out_fmts[n] for n in ran}) if hold_out else []
-            try:
-                for lid in edits.layer_ids[e[neuron]].unique().tolist():
-                    name = edits.layer_names[lid]
-                    pick = neuron & (edits.layer_ids[e] == lid)
-                    pe, pr = e[pick], r[pick]
-                    bound = stats[name].out_max_abs if range_detector else None
-
-                    def hook(mod: nn.Module, args: Any, out: torch.Tensor, pe=pe, pr=pr, name=name, bound=bound) -> torch.Tensor:
-                        new, changed = edit_tensor(out, out_fmts[name], pr, edits.index[pe], edits.op_codes[pe],
-                                                   edits.mask[pe], bound)
-                        changed_rows[pr[changed.cpu()]] = True
-                        return new
-
-                    hooks.append(modules[name].register_forward_hook(hook))
-                out = functional_call(model, state, (x,)) if state else run_model(model, x)
-            finally:
-                for handle in hooks:
-                    handle.remove()
-            logits.append(out)
-            masked.append(~changed_rows)
-    if not logits:
-        return torch.zeros(0, n_x, 0, device=x.device), torch.zeros(0, n_x, dtype=torch.bool)
-    return torch.stack(logits), torch.stack(masked)
 
 
 def edited_elements(weight: torch.Tensor, fmt: Any, index: torch.Tensor, op: torch.Tensor,
@@ -227,11 +98,11 @@ def edited_elements(weight: torch.Tensor, fmt: Any, index: torch.Tensor, op: tor
     """The new value of element ``index[i]`` of ``weight`` (held in ``fmt``) under edit i
     alone (one fault each), and whether it changed: one vectorised gather, one format pass."""
     device = weight.device
-    _, _, new, hit = _edit_sparse(weight, fmt, index.to(device), op.to(device), mask.to(device), combine=False)
+    _, _, new, hit = edit_sparse(weight, fmt, index.to(device), op.to(device), mask.to(device), combine=False)
     return new.to(weight.dtype), hit
 
 
-def _edit_sparse(x: torch.Tensor, fmt: Any, key: torch.Tensor, op: torch.Tensor, mask: torch.Tensor,
+def edit_sparse(x: torch.Tensor, fmt: Any, key: torch.Tensor, op: torch.Tensor, mask: torch.Tensor,
                  combine: bool = True) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """Edits of elements of ``x`` (held in ``fmt``) at flat ``key``s, combined per element (XOR
     parity of the flips, then the bits cleared, then those set) and applied to each element

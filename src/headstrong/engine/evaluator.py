@@ -1,15 +1,20 @@
-"""``FaultEvaluator``: the fast campaign core.
+"""``FaultEvaluator``: the fast core every fault model runs through.
 
-Speed comes from four places (DESIGN.md, "Where the speed comes from"):
+A fault is a set of element edits (``FaultEdits``: a single flip is one edit; a ``FaultSet`` of
+sites becomes edits through the evaluator's fault model). The evaluator takes pairs (fault,
+image) and returns ``Outcomes`` per pair. Speed comes from (DESIGN.md, "Where the speed comes
+from"):
 
-* one fault per sample: a batch of B images carries B independent faults in one pass;
-* upstream reuse: the golden values live across the faulty layer are computed once per batch
-  (torch.fx split) and only the rest of the network runs again; models that do not trace fall
-  back to a full forward pass with a hook (``last_path == "hooks"``);
-* weight faults by the delta method: ``Δw × input patch`` added to one output channel, from the
-  cached layer input (``"delta"``); the last Linear layer needs no network at all
-  (``"analytic"``), and ``evaluate_all_pairs`` evaluates every (fault, image) pair there;
-* bit flips as integer XORs in ``headstrong.formats``, on the device.
+* many pairs per forward pass: a batch of rows, each its own fault on its own image;
+* upstream reuse: the golden values live across the faulty layer are computed once per batch of
+  images (torch.fx split) and only the rest of the network runs again (``"fx"``); a replay that
+  drops a pair as soon as its change has been masked (``prune``); models that do not trace use a
+  full forward pass with hooks (``"hooks"``);
+* weight faults of one element by the delta method, ``Δw × input patch`` added to one output
+  channel from the cached layer input (``"delta"``); in the last Linear layer no network at all,
+  ``Δlogit_i = feature_j × Δw_ij`` with per-class tables, O(1) per pair (``"analytic"``); faults of
+  many weight elements run the network once per fault over its images (``"weights"``);
+* edits as integer operations on bit patterns (``headstrong.engine.edits``), on the device.
 """
 
 from __future__ import annotations
@@ -25,8 +30,10 @@ from torch import nn
 from torch.func import functional_call
 
 from headstrong import formats
-from headstrong.engine.inject import as_faultset, check_profiled, hold_hooks
+from headstrong.engine.edits import META, NEURON, WEIGHT, edit_sparse, edit_tensor, edited_elements
+from headstrong.engine.inject import as_faultset, hold_hooks
 from headstrong.engine.layers import (
+    INJECTABLE_TYPES,
     LayerStats,
     check_input,
     check_model,
@@ -34,23 +41,27 @@ from headstrong.engine.layers import (
     profile_layers,
     resolve_layers,
 )
-from headstrong.engine.sites import (
-    apply_weight_faults,
-    flip_neurons,
-    flipped_weights,
-    is_identity_format,
-    layer_format,
-    supports_delta,
-)
+from headstrong.engine.outcomes import Outcomes
+from headstrong.engine.sites import apply_weight_faults, is_identity_format, layer_format, supports_delta
 from headstrong.engine.split import PrunedReplay, SplitModel
 from headstrong.faults import KINDS, FaultSet
+from headstrong.faults.models import FaultEdits, get_fault_model
 
 SPLITS = ("auto", "fx", "hooks")
-OUTPUT_KEYS = ("golden_pred", "faulty_pred", "golden_loss", "faulty_loss", "delta_loss", "top2_diff", "nonfinite")
+
+
+@dataclass(frozen=True)
+class Golden:
+    """The golden run of a batch: logits, prediction, loss and top-2 margin per image."""
+
+    logits: torch.Tensor
+    golden_pred: torch.Tensor
+    golden_loss: torch.Tensor
+    top2_diff: torch.Tensor
 
 
 @dataclass
-class _Golden:
+class _Cached:
     x: torch.Tensor
     y: torch.Tensor
     logits: torch.Tensor
@@ -59,10 +70,32 @@ class _Golden:
     top2: torch.Tensor
     values: dict[Any, Any] = field(default_factory=dict)
     nbytes: int = 0
+    nonfinite: int = 0  # images whose golden logits hold NaN or Inf
+
+
+@dataclass(frozen=True)
+class _Pairs:
+    """Pairs (fault, image row) and every (edit, pair) that applies to them."""
+
+    fault: torch.Tensor  # [P] fault number of each pair
+    image: torch.Tensor  # [P] image row of each pair
+    edit: torch.Tensor  # [J] edit row
+    pair: torch.Tensor  # [J] pair position
+
+    def select(self, positions: torch.Tensor) -> _Pairs:
+        """The pairs at ``positions`` (renumbered 0..len-1) with their edits."""
+        local = torch.full((len(self.fault),), -1, dtype=torch.int64)
+        local[positions] = torch.arange(len(positions))
+        keep = local[self.pair] >= 0
+        return _Pairs(self.fault[positions], self.image[positions], self.edit[keep], local[self.pair[keep]])
 
 
 def _same(a: torch.Tensor, b: torch.Tensor) -> bool:
     return a is b or (a.shape == b.shape and a.dtype == b.dtype and a.device == b.device and torch.equal(a, b))
+
+
+def _batched(value: Any, batch: int) -> bool:
+    return isinstance(value, torch.Tensor) and value.dim() > 0 and value.shape[0] == batch
 
 
 def top2_margin(logits: torch.Tensor) -> torch.Tensor:
@@ -74,19 +107,34 @@ def top2_margin(logits: torch.Tensor) -> torch.Tensor:
     return (top[:, 0] - top[:, 1]) * 100
 
 
+def join_pairs(edits: FaultEdits, fault: torch.Tensor, image: torch.Tensor) -> _Pairs:
+    """Every (edit, pair) that applies: an edit meets each pair of its fault, or (with a sample)
+    only the pair on that image row. Vectorised: a ragged join on the fault number."""
+    order = torch.argsort(fault, stable=True)
+    sorted_faults = fault[order]
+    starts = torch.searchsorted(sorted_faults, edits.fault)
+    counts = torch.searchsorted(sorted_faults, edits.fault, right=True) - starts
+    e_rep = torch.repeat_interleave(torch.arange(edits.n_edits), counts)
+    within = torch.arange(int(counts.sum())) - torch.repeat_interleave(counts.cumsum(0) - counts, counts)
+    p = order[starts.repeat_interleave(counts) + within]
+    sample = edits.sample[e_rep]
+    keep = (sample < 0) | (sample == image[p])
+    return _Pairs(fault, image, e_rep[keep], p[keep])
+
+
 class FaultEvaluator:
-    """Golden and faulty outcomes of batches of faults, one fault per sample.
+    """Outcomes of (fault, image) pairs for any fault model, through the fastest exact path.
 
     ``fmt``: the number format the targeted tensors are held in; ``range_detector``: clamp
-    flipped activations to each layer's profiled max |x| (neuron faults); ``layers``: extra
-    modules to profile and hold besides the injectable ones; ``split``: ``"auto"`` (fx when the
-    model traces), ``"fx"`` (error if it does not) or ``"hooks"``; ``chunk_size``: faults per
-    forward pass (default: the batch size); ``prune``: on the fx path, cache every golden value
-    of the batch (when that fits in ``cache_bytes``) and drop a fault from the replay as soon as
-    it has been masked (all values still needed equal the golden ones), which leaves results
-    unchanged and skips about half the work for typical CNNs; ``channels_last``: run 4-D
-    images in channels-last memory format (default: on the CPU, where convolutions run faster
-    so; results equal to rounding).
+    edited activations to each layer's profiled max |x| (neuron faults); ``fault_model``: how
+    fault sites (a ``FaultSet`` or records) become edits (``"flip"``: one bit each);
+    ``layers``: extra modules to profile and hold besides the injectable ones; ``split``:
+    ``"auto"`` (fx when the model traces), ``"fx"`` (error if it does not) or ``"hooks"``;
+    ``chunk_size``: pairs per forward pass (default: the batch size); ``prune``: on the fx path,
+    cache every golden value of the batch (when that fits in ``cache_bytes``) and drop a pair from
+    the replay as soon as its change has been masked (results unchanged, about half the work
+    skipped for typical CNNs); ``channels_last``: 4-D images in channels-last memory format
+    (default: on the CPU, where convolutions run faster so; results equal to rounding).
     """
 
     def __init__(
@@ -102,31 +150,38 @@ class FaultEvaluator:
         prune: bool = True,
         cache_bytes: int = 1 << 30,
         channels_last: bool | None = None,
+        fault_model: Any = "flip",
     ) -> None:
         check_model(model)
         if split not in SPLITS:
             raise ValueError(f"unknown split {split!r}; expected one of {', '.join(SPLITS)}")
-        if chunk_size is not None and (not isinstance(chunk_size, int) or chunk_size < 1):
+        if chunk_size is not None and (isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1):
             raise ValueError(f"chunk_size must be a positive int or None, got {chunk_size!r}")
         self.model = model
         self.fmt = formats.get(fmt)
+        self.fault_model = get_fault_model(fault_model)
+        self.fault_model.check(self.fmt)
         self.range_detector = bool(range_detector)
         self.device = torch.device(device)
         self.chunk_size = chunk_size
         self.prune = bool(prune)
-        self.channels_last = (torch.device(device).type == "cpu") if channels_last is None else bool(channels_last)
+        self.channels_last = (self.device.type == "cpu") if channels_last is None else bool(channels_last)
         self.cache_bytes = int(cache_bytes)
-        self._replays: dict[tuple[str, str], PrunedReplay] = {}
         self.layers = resolve_layers(model, layers)
+        self.paths: dict[tuple[str, str], str] = {}  # (kind, layer) -> the path that ran last
+        self.last_path: str | None = None
+        self.split_error: str | None = None
+        self.replayed_pairs = 0  # pairs that went through a pruned replay (prune=True, fx path)
+        self._replays: dict[tuple[str, str], PrunedReplay] = {}
         self._modules = dict(model.named_modules())
         self._identity = is_identity_format(self.fmt)
         self._stats: dict[str, LayerStats] | None = None
         self._never_ran: set[str] = set()
-        self._golden_cache: dict[str, list[_Golden]] = {}
+        self._out_fmt: dict[str, Any] = {}
+        self._w_fmt: dict[str, Any] = {}
+        self._golden_cache: dict[str, list[_Cached]] = {}
         self._keys: dict[int, set[str]] = {}
-        self.last_path: str | None = None
-        self.paths: dict[tuple[str, str], str] = {}  # (kind, layer) -> the path that ran last
-        self.split_error: str | None = None
+        self._scratch: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
         self._split: SplitModel | None = None
         if split != "hooks":
             try:
@@ -138,7 +193,7 @@ class FaultEvaluator:
         tensors = {**dict(model.named_parameters()), **dict(model.named_buffers())}
         moved = any(t.device != self.device for t in tensors.values())
         self._base = {k: v.detach().to(self.device) for k, v in tensors.items()} if moved else None
-        self._weight_state: dict[str, torch.Tensor] | None = None
+        self._weight_state: dict[str, torch.Tensor] = {}
 
     # state on the device --------------------------------------------------------------------
     def _tensor(self, name: str) -> torch.Tensor:
@@ -160,6 +215,18 @@ class FaultEvaluator:
             self._keys[id(module)] = keys
         return functional_call(module, {k: v for k, v in state.items() if k in keys}, args)
 
+    def _held_weight(self, layer: str) -> torch.Tensor:
+        """The layer's weight as the golden model holds it (quantised to the format)."""
+        held = self._weight_state.get(f"{layer}.weight")
+        return self._tensor(f"{layer}.weight").detach() if held is None else held
+
+    def _layer_params(self, layer: str) -> dict[str, torch.Tensor]:
+        """The layer's own tensors other than its weight (bias, running statistics)."""
+        module = self._modules[layer]
+        state = self._state("weight") or {}
+        return {k: state.get(f"{layer}.{k}", v.detach()) for k, v in
+                [*module.named_parameters(recurse=False), *module.named_buffers(recurse=False)] if k != "weight"}
+
     # profiling ------------------------------------------------------------------------------
     def profile(self, batches: Iterable[Any]) -> Any:
         """Learn each layer's shapes and max |x| (output and weight) over ``batches``.
@@ -168,17 +235,25 @@ class FaultEvaluator:
         all the data, so results never depend on batching. Returns ``layer_info``.
         """
 
+        seen: list[tuple[torch.Tensor, Any, torch.Tensor]] = []
+
         def images() -> Iterator[torch.Tensor]:
             for batch in batches:
                 x = batch[0] if isinstance(batch, (tuple, list)) else batch
-                yield check_input(x).to(self.device)
+                x = check_input(x).to(self.device)
+                seen.append((x, batch[1] if isinstance(batch, (tuple, list)) and len(batch) > 1 else None, x))
+                yield x
+
+        def forward(x: torch.Tensor) -> Any:
+            logits = self._call(self.model, state, x)
+            seen[-1] = (seen[-1][0], seen[-1][1], logits)
+            return logits
 
         state = self._base
         with torch.no_grad():
-            stats = profile_layers(self.model, images(), self.layers,
-                                   forward=lambda x: self._call(self.model, state, x))
+            stats = profile_layers(self.model, images(), self.layers, forward=forward)
         missing = [n for n in self.layers if stats[n].calls == 0]
-        explicit = [n for n in missing if not isinstance(self._modules[n], _injectable_types())]
+        explicit = [n for n in missing if not isinstance(self._modules[n], INJECTABLE_TYPES)]
         if explicit:
             raise ValueError(f"layer {explicit[0]!r} never runs in the model's forward pass")
         self._never_ran = set(missing)
@@ -193,6 +268,13 @@ class FaultEvaluator:
                 w = self._tensor(f"{n}.weight").detach()
                 self._weight_state[f"{n}.weight"] = f.quantize(w).to(w.dtype)
         self._golden_cache.clear()
+        self._scratch.clear()
+        if self._identity:  # nothing is held in another format: the profiling pass is the golden pass
+            for x, y, logits in reversed(seen):
+                if y is not None and isinstance(logits, torch.Tensor) and logits is not x:
+                    x, y = self._check_xy(x, y)
+                    for kind in KINDS:
+                        self._remember(kind, x, y, logits, {})
         return self.layer_info
 
     @property
@@ -207,6 +289,12 @@ class FaultEvaluator:
              "macs": s.macs, "out_max_abs": s.out_max_abs, "weight_max_abs": s.weight_max_abs}
             for s in stats.values()
         ])
+
+    def sizes(self, kind: str) -> dict[str, int]:
+        """Fault sites per profiled layer: neurons of one sample's output, or weights."""
+        stats = self._require_profile()
+        return {n: (s.n_neurons if kind == "neuron" else s.n_weights) for n, s in stats.items()
+                if (s.n_neurons if kind == "neuron" else s.n_weights) > 0}
 
     def _require_profile(self) -> dict[str, LayerStats]:
         if self._stats is None:
@@ -238,7 +326,22 @@ class FaultEvaluator:
             )
         return x, y.to(self.device, torch.int64)
 
-    def _golden(self, x: torch.Tensor, y: torch.Tensor, kind: str, wanted: Sequence[Any] = ()) -> _Golden:
+    def _golden(self, x: torch.Tensor, y: torch.Tensor, kind: str, wanted: Sequence[Any] = ()) -> _Cached:
+        """The golden run of this batch, refused when its logits are not all finite (a fault's
+        effect cannot be measured against NaN)."""
+        entry = self._golden_entry(x, y, kind, wanted)
+        if entry.nonfinite:
+            raise self._nonfinite_error(kind, entry.nonfinite, len(x))
+        return entry
+
+    def _nonfinite_error(self, kind: str, bad: int, total: int) -> ValueError:
+        return ValueError(
+            f"the golden model ({kind} tensors held in {self.fmt.name}) gives non-finite logits (NaN or Inf) "
+            f"on {bad} of {total} images; a fault's effect cannot be measured against them: check the "
+            "model's weights (a NaN learning rate?) and the format's range"
+        )
+
+    def _golden_entry(self, x: torch.Tensor, y: torch.Tensor, kind: str, wanted: Sequence[Any] = ()) -> _Cached:
         """The golden run of this batch: from the cache (several batches, most recent first, up
         to ``cache_bytes``), or computed, with the values of the ``wanted`` graph nodes."""
         entries = self._golden_cache.setdefault(kind, [])
@@ -254,13 +357,20 @@ class FaultEvaluator:
             logits, values = self._split.capture(x, list(wanted), lambda gm, a: self._call(gm, state, a))
         else:
             logits, values = self._call(self.model, state, x), {}
+        return self._remember(kind, x, y, logits, values)
+
+    def _remember(self, kind: str, x: torch.Tensor, y: torch.Tensor, logits: Any, values: dict[Any, Any]) -> _Cached:
+        """Check a golden run's shape and labels and cache it (most recent first, within
+        ``cache_bytes``), counting the images whose logits are not finite."""
         if not isinstance(logits, torch.Tensor) or logits.dim() != 2 or len(logits) != len(x):
             raise ValueError("the model must return logits of shape [N, num_classes]")
         if int(y.max()) >= logits.shape[1] or int(y.min()) < 0:
             raise ValueError(f"labels must lie in 0..{logits.shape[1] - 1} for {logits.shape[1]} classes")
         loss = F.cross_entropy(logits.float(), y, reduction="none")
-        entry = _Golden(x, y, logits, loss, logits.argmax(1), top2_margin(logits), values)
+        entry = _Cached(x, y, logits, loss, logits.argmax(1), top2_margin(logits), values,
+                        nonfinite=int((~torch.isfinite(logits).all(1)).sum()))
         entry.nbytes = sum(v.nbytes for v in values.values() if isinstance(v, torch.Tensor)) + x.nbytes
+        entries = self._golden_cache.setdefault(kind, [])
         entries.insert(0, entry)
         total = 0
         for i, old in enumerate(entries):
@@ -270,21 +380,88 @@ class FaultEvaluator:
                 break
         return entry
 
-    def golden(self, x: torch.Tensor, y: Any, kind: str = "neuron") -> dict[str, torch.Tensor]:
-        """The golden run on ``x`` (cached per batch): logits, prediction, loss, top-2 margin."""
+    def golden(self, x: torch.Tensor, y: Any, kind: str = "neuron", batch_size: int | None = None) -> Golden:
+        """The golden run on ``x`` with ``kind``'s tensors held in the format (cached per batch of
+        ``batch_size`` images, default all): logits, prediction, loss and top-2 margin. Golden
+        logits that are not finite are an error that says on how many of the images."""
         if kind not in KINDS:
             raise ValueError(f"unknown fault kind {kind!r}; expected one of {', '.join(KINDS)}")
         self._require_profile()
         x, y = self._check_xy(x, y)
+        size = batch_size or len(x)
         with self._session(kind):
-            g = self._golden(x, y, kind)
-        return {"logits": g.logits.cpu(), "golden_pred": g.pred.cpu(), "golden_loss": g.loss.cpu(),
-                "top2_diff": g.top2.cpu()}
+            parts = [self._golden_entry(x[i : i + size], y[i : i + size], kind) for i in range(0, len(x), size)]
+        bad = sum(p.nonfinite for p in parts)
+        if bad:
+            raise self._nonfinite_error(kind, bad, len(x))
+        return Golden(*(torch.cat([getattr(p, k) for p in parts]).cpu() for k in ("logits", "pred", "loss", "top2")))
 
-    # evaluation -----------------------------------------------------------------------------
-    def _validate(self, faults: FaultSet) -> None:
+    # entry points ---------------------------------------------------------------------------
+    def edits_of(self, faults: Any) -> FaultEdits:
+        """Faults as edits: ``FaultEdits`` as given, sites (a FaultSet or records) through the
+        evaluator's fault model (their sample column kept)."""
+        if isinstance(faults, FaultEdits):
+            return faults
+        return self.fault_model.from_sites(as_faultset(faults), self.fmt)
+
+    def evaluate(self, x: torch.Tensor, y: Any, faults: Any) -> Outcomes:
+        """Outcomes per fault, 1-D: ``faults[i]`` applied to ``x[i]`` alone, or to the image its
+        ``sample`` names (sites); edits given as ``FaultEdits`` have sample -1 or 0 (the fault's
+        own inference)."""
+        x, y = self._check_xy(x, y)
+        edits = self.edits_of(faults)
+        n = len(edits)
+        sample = edits.sample
+        if not isinstance(faults, FaultEdits) and bool((sample >= 0).any()):
+            if not bool((sample >= 0).all()):
+                raise ValueError("either every fault names its sample or none does (then faults[i] meets x[i])")
+            rows = torch.zeros(n, dtype=torch.int64)
+            rows[edits.fault] = sample
+            if int(rows.max()) >= len(x):
+                raise ValueError(f"fault sample {int(rows.max())} out of range for a batch of {len(x)} images")
+        else:
+            if n != len(x):
+                raise ValueError(
+                    f"{n} faults for {len(x)} images: without a sample column, faults[i] applies to x[i], "
+                    "so give one fault per image (or set each fault's sample)"
+                )
+            if bool((sample > 0).any()):
+                raise ValueError("in evaluate, fault i meets x[i] alone: edit samples must be -1 or 0")
+            rows = torch.arange(n)
+        edits = edits.with_sample(torch.full_like(sample, -1))
+        return self._run(x, y, edits, torch.arange(n), rows)
+
+    def evaluate_all_pairs(self, x: torch.Tensor, y: Any, faults: Any) -> Outcomes:
+        """Outcomes of every fault on every image, 2-D ``[len(faults), len(x)]``. A site's sample
+        is ignored (every fault meets every image); an edit with a sample meets that image only
+        (activations resampled per inference)."""
+        x, y = self._check_xy(x, y)
+        edits = self.edits_of(faults)
+        if not isinstance(faults, FaultEdits):
+            edits = edits.with_sample(torch.full_like(edits.sample, -1))
+        n_f, n_x = len(edits), len(x)
+        out = self._run(x, y, edits, torch.arange(n_f).repeat_interleave(n_x), torch.arange(n_x).repeat(n_f))
+        return out.map(lambda t: t.view(n_f, n_x))
+
+    def evaluate_pairs(self, x: torch.Tensor, y: Any, faults: Any, fault: torch.Tensor,
+                       image: torch.Tensor) -> Outcomes:
+        """Outcomes of the pairs (``faults[fault[p]]``, ``x[image[p]]``), 1-D: the campaign's entry,
+        where a permanent fault meets several images. Edits with a sample meet that image only."""
+        x, y = self._check_xy(x, y)
+        edits = self.edits_of(faults)
+        fault, image = torch.as_tensor(fault, dtype=torch.int64), torch.as_tensor(image, dtype=torch.int64)
+        if fault.shape != image.shape or fault.dim() != 1:
+            raise ValueError(f"fault and image must be 1-D and alike, got {tuple(fault.shape)} and {tuple(image.shape)}")
+        if len(fault) and (int(fault.min()) < 0 or int(fault.max()) >= len(edits)):
+            raise ValueError(f"pair fault numbers must lie in 0..{len(edits) - 1}")
+        if len(image) and (int(image.min()) < 0 or int(image.max()) >= len(x)):
+            raise ValueError(f"pair image rows must lie in 0..{len(x) - 1}")
+        return self._run(x, y, edits, fault, image)
+
+    # the one pipeline -----------------------------------------------------------------------
+    def _validate(self, edits: FaultEdits, n_x: int) -> None:
         stats = self._require_profile()
-        for name in faults.layer_names:
+        for name in edits.layer_names:
             if name not in stats:
                 if name in self._never_ran:
                     raise ValueError(f"layer {name!r} never runs in the model's forward pass")
@@ -293,89 +470,106 @@ class FaultEvaluator:
                         f"layer {name!r} was not profiled; pass layers=[{name!r}] to FaultEvaluator "
                         "to target it (profiled layers: injectable ones)"
                     )
-        faults.validate(self.model)
-        check_profiled(faults, self.model, stats, self.fmt.bits)
+        edits.validate(self.model, self.fmt, {n: s.output_shape for n, s in stats.items()})
+        if bool((edits.sample >= n_x).any()):
+            raise ValueError(f"edit sample {int(edits.sample.max())} out of range for {n_x} inputs")
 
-    def _rows(self, faults: FaultSet, n: int) -> torch.Tensor:
-        sample = faults.sample
-        if faults.has_sample:
-            if int(sample.max()) >= n:
-                raise ValueError(f"fault sample {int(sample.max())} out of range for a batch of {n} images")
-            return sample
-        if bool((sample >= 0).any()):
-            raise ValueError("either every fault names its sample or none does (then faults[i] meets x[i])")
-        if len(faults) != n:
-            raise ValueError(
-                f"{len(faults)} faults for {n} images: without a sample column, faults[i] applies to "
-                "x[i], so give one fault per image (or set each fault's sample)"
-            )
-        return torch.arange(n)
+    def _kinds(self, edits: FaultEdits) -> torch.Tensor:
+        """Each fault's kind code; a fault without edits takes the campaign's kind."""
+        n_f = len(edits)
+        hi = torch.full((n_f,), -1, dtype=torch.int64).scatter_reduce_(
+            0, edits.fault, edits.kind_codes, "amax", include_self=False)
+        lo = torch.full((n_f,), -1, dtype=torch.int64).scatter_reduce_(
+            0, edits.fault, edits.kind_codes, "amin", include_self=False)
+        if bool(((hi != lo) & (hi >= 0)).any()):
+            raise ValueError("a fault mixes neuron and weight edits; the evaluator takes one kind per fault "
+                             "(inject takes both)")
+        return torch.where(hi < 0, torch.full_like(hi, KINDS.index(edits.base_kind)), hi)
 
-    def evaluate(self, x: torch.Tensor, y: Any, faults: FaultSet | Iterable[Any]) -> dict[str, torch.Tensor]:
-        """Outcomes per fault: ``faults[i]`` applied to ``x[i]`` alone (or to ``x[faults.sample[i]]``).
-
-        Returns 1-D CPU tensors: golden_pred, faulty_pred (int64), golden_loss, faulty_loss,
-        delta_loss, top2_diff (float32) and nonfinite (bool).
-        """
-        faults = as_faultset(faults)
-        x, y = self._check_xy(x, y)
-        self._validate(faults)
-        rows = self._rows(faults, len(x)).to(self.device)
-        n = len(faults)
-        out = {k: torch.empty(n, dtype=torch.int64) for k in ("golden_pred", "faulty_pred")}
-        out.update({k: torch.empty(n) for k in ("golden_loss", "faulty_loss", "delta_loss", "top2_diff")})
-        out["nonfinite"] = torch.empty(n, dtype=torch.bool)
-        groups = torch.stack([faults.kind_codes.long(), faults.layer_ids], 1)
-        for code, lid in torch.unique(groups, dim=0).tolist():
-            sel = ((groups[:, 0] == code) & (groups[:, 1] == lid)).nonzero().flatten()
-            kind, layer = KINDS[code], faults.layer_names[lid]
-            index = faults.index[sel].to(self.device)
-            bit = faults.bit[sel].to(self.device)
+    def _run(self, x: torch.Tensor, y: torch.Tensor, edits: FaultEdits, fault: torch.Tensor,
+             image: torch.Tensor) -> Outcomes:
+        self._validate(edits, len(x))
+        pairs = join_pairs(edits, fault, image)
+        out = Outcomes.empty(len(fault))
+        kinds = self._kinds(edits)
+        edited = torch.zeros(len(edits), dtype=torch.bool)
+        edited[edits.fault] = True
+        for code in (NEURON, WEIGHT):
+            mine = (kinds[fault] == code).nonzero().flatten()
+            if not len(mine):
+                continue
+            kind = KINDS[code]
             with self._session(kind):
-                logits, golden, path = self._faulty(x, y, kind, layer, rows[sel.to(self.device)], index, bit)
-            self.paths[(kind, layer)] = path
-            self.last_path = path
-            r = rows[sel.to(self.device)]
-            result = _outcomes(logits, golden, r, y)
-            for key, value in result.items():
-                out[key][sel] = value.cpu()
+                busy = mine[edited[fault[mine]]]
+                if code == NEURON:
+                    self._neurons(x, y, edits, pairs.select(busy), busy, out)
+                else:
+                    self._weights(x, y, edits, pairs.select(busy), busy, out)
+                golden = self._golden(x, y, kind)  # cached by the paths above (or computed here)
+            rows = image[mine].to(golden.pred.device)
+            out.golden_pred[mine] = golden.pred.index_select(0, rows).cpu()
+            out.golden_loss[mine] = golden.loss.index_select(0, rows).cpu()
+            out.top2_diff[mine] = golden.top2.index_select(0, rows).cpu()
+            # faults without an edit are golden runs, and masked
+            none = mine[~edited[fault[mine]]]
+            out.faulty_pred[none] = out.golden_pred[none]
+            out.faulty_loss[none] = out.golden_loss[none]
         return out
 
-    def _faulty(self, x: torch.Tensor, y: torch.Tensor, kind: str, layer: str, rows: torch.Tensor,
-                index: torch.Tensor, bit: torch.Tensor) -> tuple[torch.Tensor, _Golden, str]:
-        split = self._split
-        module = self._modules[layer]
-        if split is not None and split.can_split(layer):
-            cut = split.cut(layer)
-            if kind == "neuron" or cut.layer_input is not None:
-                return self._faulty_fx(x, y, kind, layer, cut, rows, index, bit)
-        return self._faulty_hooks(x, y, kind, layer, module, rows, index, bit)
+    def _store(self, out: Outcomes, at: torch.Tensor, logits: torch.Tensor, golden: _Cached, y: torch.Tensor,
+               rows: torch.Tensor, changed: torch.Tensor) -> None:
+        """Outcomes of the faulty ``logits`` of pairs ``at`` (on images ``rows``)."""
+        rows = rows.to(logits.device)
+        f_loss = F.cross_entropy(logits.float(), y.index_select(0, rows), reduction="none")
+        out.faulty_pred[at] = logits.argmax(1).cpu()
+        out.faulty_loss[at] = f_loss.cpu()
+        out.delta_loss[at] = (f_loss - golden.loss.index_select(0, rows)).abs().cpu()
+        out.nonfinite[at] = (~torch.isfinite(logits).all(1)).cpu()
+        out.masked[at] = ~changed.cpu()
 
     def _chunks(self, n: int, batch: int) -> Iterator[slice]:
         size = self.chunk_size or batch
         for start in range(0, n, size):
             yield slice(start, min(start + size, n))
 
-    def _fault_fn(self, kind: str, layer: str) -> Any:
-        """``f(out, inp, index, bit) -> faulty out`` for one layer."""
-        stats = self._require_profile()[layer]
-        if kind == "neuron":
-            fmt = self._out_fmt[layer]
-            bound = stats.out_max_abs if self.range_detector else None
-            return lambda out, inp, index, bit: flip_neurons(out, index, bit, fmt, bound)
-        module = self._modules[layer]
-        state = self._state("weight") or {}
-        weight = state.get(f"{layer}.weight")
-        if weight is None:
-            weight = module.weight.detach()
-        fmt = self._w_fmt[layer]
-        params = {k: state.get(f"{layer}.{k}", v.detach()) for k, v in
-                  [*module.named_parameters(recurse=False), *module.named_buffers(recurse=False)]
-                  if k != "weight"}
+    def _cut(self, layer: str) -> Any:
+        split = self._split
+        return split.cut(layer) if split is not None and split.can_split(layer) else None
 
-        def apply(out: torch.Tensor, inp: torch.Tensor, index: torch.Tensor, bit: torch.Tensor) -> torch.Tensor:
-            value = flipped_weights(weight, index, bit, fmt)
-            return apply_weight_faults(module, weight, inp, out, index, value, params)
+    def _note(self, kind: str, layers: Iterable[str], path: str) -> None:
+        for layer in layers:
+            self.paths[(kind, layer)] = path
+        self.last_path = path
+
+    # neuron faults ----------------------------------------------------------------------------
+    def _neurons(self, x: torch.Tensor, y: torch.Tensor, edits: FaultEdits, pairs: _Pairs, at: torch.Tensor,
+                 out: Outcomes) -> None:
+        """Pairs grouped by the one layer their fault edits (fx), or run whole with hooks."""
+        n_f = len(edits)
+        lo = torch.full((n_f,), -1, dtype=torch.int64).scatter_reduce_(
+            0, edits.fault, edits.layer_ids, "amin", include_self=False)
+        hi = torch.full((n_f,), -1, dtype=torch.int64).scatter_reduce_(
+            0, edits.fault, edits.layer_ids, "amax", include_self=False)
+        group = torch.where(lo == hi, lo, torch.full_like(lo, -1))[pairs.fault]
+        for g in group.unique().tolist():
+            pick = (group == g).nonzero().flatten()
+            layer = edits.layer_names[g] if g >= 0 else None
+            cut = self._cut(layer) if layer is not None else None
+            if cut is not None:
+                self._neurons_fx(x, y, edits, pairs.select(pick), at[pick], layer, cut, out)
+            else:
+                self._neurons_hooks(x, y, edits, pairs.select(pick), at[pick], out)
+
+    def _edit_fn(self, edits: FaultEdits, e: torch.Tensor, rows: torch.Tensor, layer: str,
+                 changed: torch.Tensor) -> Any:
+        """``value -> edited value`` of one layer's output: edit ``e[i]`` hits row ``rows[i]``."""
+        fmt = self._out_fmt[layer]
+        bound = self._require_profile()[layer].out_max_abs if self.range_detector else None
+
+        def apply(value: torch.Tensor) -> torch.Tensor:
+            new, hit = edit_tensor(value, fmt, rows, edits.index[e], edits.op_codes[e], edits.mask[e], bound)
+            changed[rows[hit.cpu()]] = True
+            return new
 
         return apply
 
@@ -383,190 +577,225 @@ class FaultEvaluator:
         """Pruned replays need the golden value of every node, on the caller's own parameters."""
         if not self.prune or self._state(kind) is not None:
             return False
-        stats = self._require_profile()
-        estimate = 3 * 4 * batch * sum(s.n_neurons for s in stats.values())  # ~3 values per layer, fp32
+        estimate = 3 * 4 * batch * sum(s.n_neurons for s in self._require_profile().values())  # ~3 values a layer
         return estimate <= self.cache_bytes
 
-    def _faulty_fx(self, x: torch.Tensor, y: torch.Tensor, kind: str, layer: str, cut: Any,
-                   rows: torch.Tensor, index: torch.Tensor, bit: torch.Tensor) -> tuple[torch.Tensor, _Golden, str]:
-        split = self._split
+    def _neurons_fx(self, x: torch.Tensor, y: torch.Tensor, edits: FaultEdits, pairs: _Pairs, at: torch.Tensor,
+                    layer: str, cut: Any, out: Outcomes) -> None:
+        split, batch = self._split, len(x)
         if split is None:
             raise RuntimeError("internal: the fx path was chosen for a model that was not split")
-        batch = len(x)
-        prune = not cut.identity and self._prunable(kind, batch)
-        if prune:
-            wanted = split.value_nodes
-        else:
-            wanted = list(cut.live) + ([cut.layer_input] if kind == "weight" else [])
-        golden = self._golden(x, y, kind, wanted)
+        prune = not cut.identity and self._prunable("neuron", batch)
+        golden = self._golden(x, y, "neuron", split.value_nodes if prune else list(cut.live))
         values = [golden.values[n] for n in cut.live]
-        inp = golden.values[cut.layer_input] if kind == "weight" else None
         scalars = any(not isinstance(v, torch.Tensor) for v in values[1:])
-        prune = prune and not scalars
         replay = None
-        if prune:
-            replay = self._replays.get((kind, layer))
+        if prune and not scalars:
+            replay = self._replays.get(("neuron", layer))
             if replay is None:
-                held = frozenset(self._out_fmt) if kind == "neuron" and not self._identity else frozenset()
-                replay = self._replays[(kind, layer)] = PrunedReplay(split, cut, held)
-        fault = self._fault_fn(kind, layer)
-        state = self._state(kind)
-        pieces = []
-        for part in self._chunks(len(rows), batch):
-            r, k, b = rows[part], index[part], bit[part]
-            used = len(r)
+                held = frozenset(self._out_fmt) if not self._identity else frozenset()
+                replay = self._replays[("neuron", layer)] = PrunedReplay(split, cut, held)
+        state = self._state("neuron")
+        for part in self._chunks(len(pairs.fault), batch):
+            used = part.stop - part.start
+            rows = pairs.image[part]
             if scalars and used < batch:  # shapes read before the cut fix the batch size
-                pad = batch - used
-                r, k, b = (torch.cat([t, t[:1].expand(pad)]) for t in (r, k, b))
-            start = fault(values[0].index_select(0, r), None if inp is None else inp.index_select(0, r), k, b)
+                rows = torch.cat([rows, rows[:1].expand(batch - used)])
+            inside = (pairs.pair >= part.start) & (pairs.pair < part.stop)
+            changed = torch.zeros(len(rows), dtype=torch.bool)
+            r = rows.to(x.device)
+            start = self._edit_fn(edits, pairs.edit[inside], pairs.pair[inside] - part.start, layer, changed)(
+                values[0].index_select(0, r))
             if cut.identity:
                 logits = start
             elif replay is not None:
+                self.replayed_pairs += used
                 logits = golden.logits.index_select(0, r)
-                out, alive = replay.run(start, r, golden.values)
+                faulty, alive = replay.run(start, r, golden.values)
                 if len(alive):
-                    logits[alive] = out.to(logits.dtype)
+                    logits[alive] = faulty.to(logits.dtype)
             else:
                 live = [v.index_select(0, r) if _batched(v, batch) else v for v in values]
                 live[0] = start
                 logits = self._call(cut.suffix, state, *live)
-            pieces.append(logits[:used])
+            self._store(out, at[part], logits[:used], golden, y, pairs.image[part], changed[:used])
+        self._note("neuron", [layer], "analytic" if cut.identity else "fx")
+
+    def _neurons_hooks(self, x: torch.Tensor, y: torch.Tensor, edits: FaultEdits, pairs: _Pairs,
+                       at: torch.Tensor, out: Outcomes) -> None:
+        golden = self._golden(x, y, "neuron")
+        state = self._state("neuron")
+        for part in self._chunks(len(pairs.fault), len(x)):
+            inside = (pairs.pair >= part.start) & (pairs.pair < part.stop)
+            e, r = pairs.edit[inside], pairs.pair[inside] - part.start
+            changed = torch.zeros(part.stop - part.start, dtype=torch.bool)
+            handles = []
+            try:
+                for lid in edits.layer_ids[e].unique().tolist():
+                    pick = edits.layer_ids[e] == lid
+                    fn = self._edit_fn(edits, e[pick], r[pick], edits.layer_names[lid], changed)
+                    handles.append(self._modules[edits.layer_names[lid]].register_forward_hook(
+                        lambda m, a, o, fn=fn: fn(o)))
+                logits = self._call(self.model, state, x.index_select(0, pairs.image[part].to(x.device)))
+            finally:
+                for handle in handles:
+                    handle.remove()
+            self._store(out, at[part], logits, golden, y, pairs.image[part], changed)
+        self._note("neuron", [edits.layer_names[i] for i in edits.layer_ids[pairs.edit].unique().tolist()], "hooks")
+
+    # weight faults ----------------------------------------------------------------------------
+    def _weights(self, x: torch.Tensor, y: torch.Tensor, edits: FaultEdits, pairs: _Pairs, at: torch.Tensor,
+                 out: Outcomes) -> None:
+        """Faults of one element edit by the delta method, the others with edited weights."""
+        if bool((edits.sample[pairs.edit] >= 0).any()):
+            raise ValueError("weight faults are permanent: their edits meet every input (sample -1)")
+        counts = torch.bincount(edits.fault, minlength=len(edits))
+        one = torch.full((len(edits),), -1, dtype=torch.int64)
+        single = (counts[edits.fault] == 1) & (edits.op_codes != META)
+        one[edits.fault[single]] = single.nonzero().flatten()
+        edit_of_pair = one[pairs.fault]
+        layer_of_pair = torch.where(edit_of_pair >= 0, edits.layer_ids[edit_of_pair.clamp(min=0)],
+                                    torch.full_like(edit_of_pair, -1))
+        for lid in layer_of_pair.unique().tolist():
+            pick = (layer_of_pair == lid).nonzero().flatten()
+            if lid >= 0:
+                self._weights_delta(x, y, edits, edit_of_pair[pick], pairs.image[pick], at[pick],
+                                    edits.layer_names[lid], out)
+        many = (layer_of_pair < 0).nonzero().flatten()
+        if len(many):
+            self._weights_full(x, y, edits, pairs.select(many), at[many], out)
+
+    def _weights_delta(self, x: torch.Tensor, y: torch.Tensor, edits: FaultEdits, e: torch.Tensor,
+                       rows: torch.Tensor, at: torch.Tensor, layer: str, out: Outcomes) -> None:
+        """Pair p: edit ``e[p]`` (the fault's one element) on image ``rows[p]``."""
         module = self._modules[layer]
-        if cut.identity:
-            path = "analytic"
-        elif kind == "weight" and supports_delta(module):
-            path = "delta"
-        else:
-            path = "fx"
-        return torch.cat(pieces), golden, path
-
-    def _faulty_hooks(self, x: torch.Tensor, y: torch.Tensor, kind: str, layer: str, module: nn.Module,
-                      rows: torch.Tensor, index: torch.Tensor, bit: torch.Tensor) -> tuple[torch.Tensor, _Golden, str]:
-        golden = self._golden(x, y, kind)
-        fault = self._fault_fn(kind, layer)
-        state = self._state(kind)
-        pieces = []
-        busy: list[bool] = []
+        weight = self._held_weight(layer)
+        unique, inverse = e.unique(return_inverse=True)
+        value, hit = edited_elements(weight, self._w_fmt[layer], edits.index[unique].to(weight.device),
+                                     edits.op_codes[unique], edits.mask[unique])
+        index = edits.index[unique].to(weight.device)[inverse.to(weight.device)]
+        value = value[inverse.to(value.device)]
+        changed = hit.cpu()[inverse]
+        cut = self._cut(layer)
+        if cut is not None and cut.layer_input is not None and supports_delta(module):
+            if cut.identity and isinstance(module, nn.Linear):
+                self._weights_analytic(x, y, layer, cut, weight, index, value, rows, at, changed, out)
+                return
+            self._weights_fx(x, y, layer, cut, weight, index, value, rows, at, changed, out)
+            return
+        golden = self._golden(x, y, "weight")
+        params = self._layer_params(layer)
         for part in self._chunks(len(rows), len(x)):
-            r, k, b = rows[part], index[part], bit[part]
+            k, v = index[part], value[part]
+            busy: list[bool] = []
 
-            def hook(mod: nn.Module, args: Any, out: torch.Tensor) -> torch.Tensor | None:
+            def hook(mod: nn.Module, args: Any, o: torch.Tensor, k=k, v=v) -> Any:
                 if busy:  # the fault itself re-runs the layer (weight faults outside Conv/Linear)
                     return None
                 busy.append(True)
                 try:
-                    return fault(out, args[0] if args else None, k, b)
+                    return apply_weight_faults(module, weight, args[0], o, k, v, params)
                 finally:
                     busy.clear()
 
             handle = module.register_forward_hook(hook)
             try:
-                pieces.append(self._call(self.model, state, x.index_select(0, r)))
+                logits = self._call(self.model, self._state("weight"), x.index_select(0, rows[part].to(x.device)))
             finally:
                 handle.remove()
-        return torch.cat(pieces), golden, "hooks"
+            self._store(out, at[part], logits, golden, y, rows[part], changed[part])
+        self._note("weight", [layer], "hooks")
 
-    def evaluate_all_pairs(self, x: torch.Tensor, y: Any, faults: FaultSet | Iterable[Any]) -> dict[str, torch.Tensor]:
-        """Outcomes of every fault on every image: 2-D CPU tensors ``[len(faults), len(x)]``.
+    def _weights_fx(self, x: torch.Tensor, y: torch.Tensor, layer: str, cut: Any, weight: torch.Tensor,
+                    index: torch.Tensor, value: torch.Tensor, rows: torch.Tensor, at: torch.Tensor,
+                    changed: torch.Tensor, out: Outcomes) -> None:
+        batch = len(x)
+        module = self._modules[layer]
+        golden = self._golden(x, y, "weight", [*cut.live, cut.layer_input])
+        values = [golden.values[n] for n in cut.live]
+        inp = golden.values[cut.layer_input]
+        scalars = any(not isinstance(v, torch.Tensor) for v in values[1:])
+        params = self._layer_params(layer)
+        state = self._state("weight")
+        for part in self._chunks(len(rows), batch):
+            used = part.stop - part.start
+            r, k, v = rows[part], index[part], value[part]
+            if scalars and used < batch:  # shapes read before the cut fix the batch size
+                r, k, v = (torch.cat([t, t[:1].expand(batch - used)]) for t in (r, k, v))
+            r = r.to(x.device)
+            live = [t.index_select(0, r) if _batched(t, batch) else t for t in values]
+            live[0] = apply_weight_faults(module, weight, inp.index_select(0, r), live[0], k, v, params)
+            logits = live[0] if cut.identity else self._call(cut.suffix, state, *live)
+            self._store(out, at[part], logits[:used], golden, y, rows[part], changed[part])
+        self._note("weight", [layer], "delta")
 
-        Weight faults in the last Linear layer go analytically (``Δlogit_i = feature_j × Δw_ij``)
-        in chunks of faults; anything else runs ``evaluate`` on each fault repeated per image.
-        The golden columns are read-only expanded views (the same row for every fault).
-        """
-        faults = as_faultset(faults)
-        x, y = self._check_xy(x, y)
-        self._validate(faults)
-        n_f, n_x = len(faults), len(x)
-        split = self._split
-        if (n_f and len(faults.layer_names) == 1 and bool((faults.kind_codes == 1).all()) and split is not None
-                and split.can_split(faults.layer_names[0])):
-            layer = faults.layer_names[0]
-            cut = split.cut(layer)
-            if cut.identity and isinstance(self._modules[layer], nn.Linear) and cut.layer_input is not None:
-                with self._session("weight"):
-                    return self._all_pairs_analytic(x, y, layer, cut, faults)
-        reps = FaultSet.concat([faults[i : i + 1].with_sample([0]) for i in range(n_f)]) if n_f else faults
-        flat = reps[torch.arange(n_f).repeat_interleave(n_x)].with_sample(torch.arange(n_x).repeat(n_f))
-        result = self.evaluate(x, y, flat)
-        return {k: v.view(n_f, n_x) for k, v in result.items()}
-
-    def _all_pairs_analytic(self, x: torch.Tensor, y: torch.Tensor, layer: str, cut: Any,
-                            faults: FaultSet) -> dict[str, torch.Tensor]:
+    def _weights_analytic(self, x: torch.Tensor, y: torch.Tensor, layer: str, cut: Any, weight: torch.Tensor,
+                          index: torch.Tensor, value: torch.Tensor, rows: torch.Tensor, at: torch.Tensor,
+                          changed: torch.Tensor, out: Outcomes) -> None:
+        """The last Linear layer needs no network: a fault changes one logit of its image,
+        ``Δlogit_o = Δw_oj × feature_j``, applied to a copy of the golden logits row."""
         golden = self._golden(x, y, "weight", [cut.live[0], cut.layer_input])
         feat = golden.values[cut.layer_input]
-        logits = golden.logits
-        weight = (self._state("weight") or {}).get(f"{layer}.weight")
-        if weight is None:
-            weight = self._modules[layer].weight.detach()
-        index = faults.index.to(self.device)
-        value = flipped_weights(weight, index, faults.bit.to(self.device), self._w_fmt[layer])
         delta = value - weight.reshape(-1)[index]
         fan_in = weight.shape[1]
-        o_all, j_all = index // fan_in, index % fan_in
-        n_x, n_c = logits.shape
-        # A fault changes one logit column o: z = g_o + Δw feat_j. Everything else about the
-        # faulty row is known from the golden logits: per (image, class o), the log-sum-exp and
-        # the best logit of the other classes. So each (fault, image) pair costs O(1).
-        g = logits.float()
-        others = g.unsqueeze(1).expand(n_x, n_c, n_c).clone()  # [image, o, class]
-        eye = torch.eye(n_c, dtype=torch.bool, device=g.device)
-        others.masked_fill_(eye, float("-inf"))
-        # tables indexed by class first, so each fault's row is one contiguous gather
-        lse_wo = torch.logsumexp(others, dim=2).T.contiguous()  # [o, image]
-        best_val, best_idx = others.max(dim=2)  # first index among ties, as argmax
-        best_val, best_idx = best_val.T.contiguous(), best_idx.T.contiguous()
-        g_label = g.gather(1, y[:, None])[:, 0]
-        g_t = g.T.contiguous()
-        feat_t = feat.float().T.contiguous()  # [feature, image]
-        golden_bad = ~torch.isfinite(g).all(1)
-        size = max(1, (1 << 24) // max(1, n_x))
-        keys = ("faulty_pred", "faulty_loss", "delta_loss", "nonfinite")
-        parts: dict[str, list[torch.Tensor]] = {k: [] for k in keys}
-        for start in range(0, len(faults), size):
-            o, j, d = o_all[start:start + size], j_all[start:start + size], delta[start:start + size]
-            z = g_t.index_select(0, o) + d[:, None].float() * feat_t.index_select(0, j)  # [fault, image]
-            lse = torch.logaddexp(lse_wo.index_select(0, o), z)
-            own = o[:, None] == y[None, :]
-            loss = lse - torch.where(own, z, g_label[None, :])
-            bv, bi = best_val.index_select(0, o), best_idx.index_select(0, o)
-            o_col = o[:, None]
-            wins = (z > bv) | ((z == bv) & (o_col < bi)) | torch.isnan(z)  # argmax takes the first max, NaN first
-            pred = torch.where(wins, o_col, bi)
-            parts["faulty_pred"].append(pred)
-            parts["faulty_loss"].append(loss)
-            parts["delta_loss"].append((loss - golden.loss[None, :]).abs())
-            parts["nonfinite"].append(~torch.isfinite(z) | golden_bad[None, :])
-        self.last_path = "analytic"
-        self.paths[("weight", layer)] = "analytic"
-        n_f = len(faults)
-        result = {k: (v[0] if len(v) == 1 else torch.cat(v)).cpu() for k, v in parts.items()}
-        # golden columns repeat per fault: expanded views, no copies
-        result["golden_pred"] = golden.pred.cpu().expand(n_f, n_x)
-        result["golden_loss"] = golden.loss.cpu().expand(n_f, n_x)
-        result["top2_diff"] = golden.top2.cpu().expand(n_f, n_x)
-        return result
+        size = max(1, (1 << 24) // golden.logits.shape[1])
+        for start in range(0, len(rows), size):
+            part = slice(start, start + size)
+            n = rows[part].to(feat.device)
+            o, j = index[part] // fan_in, index[part] % fan_in
+            logits = golden.logits.index_select(0, n)
+            pick = torch.arange(len(n), device=n.device)
+            logits[pick, o] = logits[pick, o] + delta[part] * feat[n, j]
+            self._store(out, at[part], logits, golden, y, rows[part], changed[part])
+        self._note("weight", [layer], "analytic")
 
+    def _scratch_weight(self, layer: str) -> torch.Tensor:
+        """A private copy of the layer's held weight, made once: edits go into it in place and
+        are undone after the pass, so a fault of many edits never copies whole weights."""
+        held = self._held_weight(layer)
+        source, copy = self._scratch.get(layer, (None, None))
+        if source is not held or copy is None:
+            copy = held.clone()
+            self._scratch[layer] = (held, copy)
+        return copy
 
-def _batched(value: Any, batch: int) -> bool:
-    return isinstance(value, torch.Tensor) and value.dim() > 0 and value.shape[0] == batch
+    def _weights_full(self, x: torch.Tensor, y: torch.Tensor, edits: FaultEdits, pairs: _Pairs, at: torch.Tensor,
+                      out: Outcomes) -> None:
+        """Faults of many weight edits: the edited weights, one pass over each fault's images."""
+        golden = self._golden(x, y, "weight")
+        layers = set()
+        for f in pairs.fault.unique().tolist():
+            mine = (pairs.fault == f).nonzero().flatten()
+            e = edits.edits_of(f)
+            state = dict(self._state("weight") or {})
+            changed = False
+            undo: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = []
+            try:
+                for lid in edits.layer_ids[e].unique().tolist():
+                    name = edits.layer_names[lid]
+                    layers.add(name)
+                    sel = e[edits.layer_ids[e] == lid]
+                    if bool((edits.op_codes[sel] == META).any()):  # the whole tensor depends on it
+                        weight = self._held_weight(name)
+                        new, hit = edit_tensor(weight.unsqueeze(0), self._w_fmt[name], torch.zeros_like(sel),
+                                               edits.index[sel], edits.op_codes[sel], edits.mask[sel])
+                        state[f"{name}.weight"] = new[0]
+                    else:
+                        scratch = self._scratch_weight(name)
+                        device = scratch.device
+                        keys, _, values, hit = edit_sparse(scratch, self._w_fmt[name], edits.index[sel].to(device),
+                                                           edits.op_codes[sel].to(device), edits.mask[sel].to(device))
+                        flat = scratch.view(-1)
+                        undo.append((flat, keys, flat[keys].clone()))
+                        flat[keys] = values.to(flat.dtype)
+                        state[f"{name}.weight"] = scratch
+                    changed = changed or bool(hit.any())
+                for part in self._chunks(len(mine), len(x)):
+                    rows = pairs.image[mine[part]]
+                    logits = self._call(self.model, state, x.index_select(0, rows.to(x.device)))
+                    self._store(out, at[mine[part]], logits, golden, y, rows, torch.full((len(rows),), changed))
+            finally:
+                for flat, keys, old in undo:
+                    flat[keys] = old
+        self._note("weight", sorted(layers), "weights")
 
-
-def _outcomes(logits: torch.Tensor, golden: _Golden, rows: torch.Tensor, y: torch.Tensor) -> dict[str, torch.Tensor]:
-    labels = y.index_select(0, rows)
-    g_loss = golden.loss.index_select(0, rows)
-    f_loss = F.cross_entropy(logits.float(), labels, reduction="none")
-    return {
-        "golden_pred": golden.pred.index_select(0, rows),
-        "faulty_pred": logits.argmax(1),
-        "golden_loss": g_loss,
-        "faulty_loss": f_loss,
-        "delta_loss": (f_loss - g_loss).abs(),
-        "top2_diff": golden.top2.index_select(0, rows),
-        "nonfinite": ~torch.isfinite(logits).all(1),
-    }
-
-
-def _injectable_types() -> tuple[type, ...]:
-    from headstrong.engine.layers import INJECTABLE_TYPES
-
-    return INJECTABLE_TYPES

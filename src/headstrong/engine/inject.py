@@ -1,7 +1,8 @@
 """``inject``: every fault applied alone to every input, by the plainest correct means.
 
-Neuron faults use forward hooks; weight faults a functional call with the one weight replaced.
-The caller's model is never modified or copied. This is the yardstick the fast paths of
+A fault (a single flip, or any fault model's set of element edits) is applied whole, one forward
+pass per fault: neuron edits with forward hooks, weight edits with a functional call on edited
+weights. The caller's model is never modified or copied. This is the yardstick the fast paths of
 ``FaultEvaluator`` are tested against.
 """
 
@@ -24,8 +25,10 @@ from headstrong.engine.layers import (
     profile_layers,
     run_model,
 )
-from headstrong.engine.sites import flip_neurons, flipped_weights, is_identity_format, layer_format
+from headstrong.engine.edits import NEURON, edit_tensor
+from headstrong.engine.sites import is_identity_format, layer_format
 from headstrong.faults import FaultSet
+from headstrong.faults.models import FaultEdits, FaultModel, get_fault_model
 
 
 def as_faultset(faults: FaultSet | Iterable[Mapping[str, Any]]) -> FaultSet:
@@ -61,10 +64,35 @@ def hold_hooks(modules: Mapping[str, nn.Module], fmts: Mapping[str, Any]) -> lis
     return [modules[name].register_forward_hook(make(fmt)) for name, fmt in fmts.items()]
 
 
+def as_edits(faults: Any, fmt: Any, fault_model: str | FaultModel | None) -> FaultEdits:
+    """``FaultEdits`` as given, or sites (a FaultSet or records) made into ``fault_model``'s
+    faults (default: single flips)."""
+    if isinstance(faults, FaultEdits):
+        if fault_model is not None and get_fault_model(fault_model).name != faults.model:
+            raise ValueError(
+                f"the edits were sampled with fault model {faults.model!r}, not {get_fault_model(fault_model).name!r}"
+            )
+        return faults
+    model = get_fault_model(fault_model if fault_model is not None else "flip")
+    return model.from_sites(as_faultset(faults), fmt)
+
+
+def _pair_edits(edits: FaultEdits, n_x: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Every (edit, input row) the edits apply to: edits with sample -1 meet each of ``n_x``
+    inputs, the others their one input. Returns edit rows and input rows."""
+    every = edits.sample < 0
+    if bool((edits.sample >= n_x).any()):
+        raise ValueError(f"edit sample {int(edits.sample.max())} out of range for {n_x} inputs")
+    ids = torch.arange(edits.n_edits)
+    e_all = ids[every].repeat_interleave(n_x)
+    r_all = torch.arange(n_x).repeat(int(every.sum()))
+    return torch.cat([e_all, ids[~every]]), torch.cat([r_all, edits.sample[~every]])
+
+
 def inject(
     model: nn.Module,
     x: torch.Tensor,
-    faults: FaultSet | Iterable[Mapping[str, Any]],
+    faults: FaultSet | Iterable[Mapping[str, Any]] | FaultEdits,
     fmt: Any = "fp32",
     range_detector: bool = True,
     fault_model: Any = None,
@@ -72,83 +100,97 @@ def inject(
     """Logits ``[len(faults), len(x), num_classes]``: each fault applied alone to every input.
 
     ``fault_model`` (a name from ``headstrong.faults.list_fault_models()`` or a model object)
-    turns single-site faults into that model's (``"stuck-at-1"``: the bit forced to 1); faults
-    sampled by a model (``FaultEdits``) carry their model and are applied whole, several edits
-    at once (``headstrong.engine.inject_edits`` also returns which pairs were masked).
+    turns single-site faults into that model's (``"stuck-at-1"``: the bit forced to 1; default:
+    a flip); faults sampled by a model (``FaultEdits``) carry their model and are applied whole,
+    several edits at once (``inject_edits`` also returns which pairs were masked).
 
     With format ``fmt``, every injectable layer's output (neuron faults) or weight (weight
     faults) is held in the format in the golden and the faulty run alike; integer formats take
     each layer's scale from max |x| over this ``x``, which also bounds the range detector.
-    A fault's ``sample`` column is ignored here: every fault meets every input.
+    A site's ``sample`` column is ignored here: every fault meets every input.
     """
-    from headstrong.faults.models import FaultEdits
+    if not isinstance(faults, FaultEdits):
+        faults = as_faultset(faults)
+        if fault_model is None:  # single flips: their bits are the format's
+            faults.validate(model, bits=formats.get(fmt).bits)
+        faults = faults.with_sample(torch.full((len(faults),), -1, dtype=torch.int64))
+    return inject_edits(model, x, faults, fmt, range_detector, fault_model)[0]
 
-    if fault_model is not None or isinstance(faults, FaultEdits):
-        from headstrong.engine.edits import inject_edits
 
-        return inject_edits(model, x, faults, fmt, range_detector, fault_model)[0]
+def inject_edits(
+    model: nn.Module, x: torch.Tensor, faults: Any, fmt: Any = "fp32", range_detector: bool = True,
+    fault_model: Any = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Logits ``[len(faults), len(x), C]`` and masked ``[len(faults), len(x)]``: each fault
+    (all its edits together) applied alone to the inputs its edits name (every input for edits
+    with no sample). Conventions as ``inject``."""
     check_model(model)
     x = check_input(x)
-    faults = as_faultset(faults)
     fmt = formats.get(fmt)
+    edits = as_edits(faults, fmt, fault_model)
     modules = dict(model.named_modules())
     held = injectable_layers(model)
-    faults.validate(model)
-    names = list(dict.fromkeys([*held, *faults.layer_names]))
+    names = list(dict.fromkeys([*held, *edits.layer_names]))
+    sites = FaultSet(edits.kind, edits.layer, edits.index, 0)
+    sites.validate(model)
     with torch.no_grad():
         stats = profile_layers(model, [x], names)
-    check_profiled(faults, model, stats, fmt.bits)
+    check_profiled(sites, model, stats, fmt.bits)
+    edits.validate(model, fmt)
+    out_fmts = {n: layer_format(fmt, s.out_max_abs) for n, s in stats.items() if s.calls > 0}
+    w_fmts = {n: layer_format(fmt, s.weight_max_abs) for n, s in stats.items() if s.weight_shape is not None}
     ran = [n for n in held if stats[n].calls > 0]
-    out_fmts = {n: layer_format(fmt, stats[n].out_max_abs) for n in names}
-    w_fmts = {n: layer_format(fmt, stats[n].weight_max_abs) for n in names if stats[n].weight_shape is not None}
     identity = is_identity_format(fmt)
     n_x = len(x)
-    results: list[torch.Tensor | None] = [None] * len(faults)
-    kinds = faults.kind
-    layers = faults.layer
+    base: dict[str, torch.Tensor] = {}
+    if not identity:
+        for n in ran:
+            if stats[n].weight_shape is not None:
+                w = modules[n].weight
+                base[f"{n}.weight"] = w_fmts[n].quantize(w).to(w.dtype)
+    logits, masked = [], []
+    edit_rows, input_rows = _pair_edits(edits, n_x)
     with eval_mode(model), torch.no_grad():
-        neuron = [i for i, k in enumerate(kinds) if k == "neuron"]
-        if neuron:
-            holds = [] if identity else hold_hooks(modules, {n: out_fmts[n] for n in ran})
-            try:
-                for i in neuron:
-                    name = layers[i]
-                    index = faults.index[i].repeat(n_x).to(x.device)
-                    bit = faults.bit[i].repeat(n_x).to(x.device)
-                    bound = stats[name].out_max_abs if range_detector else None
-                    layer_fmt = out_fmts[name]
-
-                    def flip(module: nn.Module, args: Any, out: torch.Tensor) -> torch.Tensor:
-                        return flip_neurons(out, index, bit, layer_fmt, bound)
-
-                    handle = modules[name].register_forward_hook(flip)
-                    try:
-                        results[i] = run_model(model, x)
-                    finally:
-                        handle.remove()
-            finally:
-                for handle in holds:
-                    handle.remove()
-        weight = [i for i, k in enumerate(kinds) if k == "weight"]
-        if weight:
-            base = {}
-            if not identity:
-                for n in ran:
-                    if stats[n].weight_shape is not None:
-                        base[f"{n}.weight"] = w_fmts[n].quantize(modules[n].weight).to(modules[n].weight.dtype)
-            for i in weight:
-                name = layers[i]
+        for f in range(len(edits)):
+            mine = (edits.fault[edit_rows] == f).nonzero().flatten()
+            e, r = edit_rows[mine], input_rows[mine]
+            neuron = edits.kind_codes[e] == NEURON
+            empty = len(e) == 0
+            hold_out = not identity and (bool(neuron.any()) or (empty and edits.base_kind == "neuron"))
+            hold_w = bool((~neuron).any()) or (empty and edits.base_kind == "weight")
+            changed_rows = torch.zeros(n_x, dtype=torch.bool)
+            state = dict(base) if hold_w else {}
+            for lid in edits.layer_ids[e[~neuron]].unique().tolist():
+                name = edits.layer_names[lid]
+                sel = e[~neuron][edits.layer_ids[e[~neuron]] == lid].unique()
                 w = base.get(f"{name}.weight", modules[name].weight.detach())
-                k = faults.index[i : i + 1].to(w.device)
-                value = flipped_weights(w, k, faults.bit[i : i + 1].to(w.device), w_fmts[name])
-                w = w.clone()
-                w.view(-1)[k] = value
-                state = dict(base)
-                state[f"{name}.weight"] = w
-                out = functional_call(model, state, (x,))
-                results[i] = out
-    if not results:
-        with eval_mode(model), torch.no_grad():
+                new, changed = edit_tensor(w.unsqueeze(0), w_fmts[name], torch.zeros_like(sel),
+                                           edits.index[sel], edits.op_codes[sel], edits.mask[sel])
+                state[f"{name}.weight"] = new[0]
+                if bool(changed.any()):
+                    changed_rows[:] = True
+            hooks = hold_hooks(modules, {n: out_fmts[n] for n in ran}) if hold_out else []
+            try:
+                for lid in edits.layer_ids[e[neuron]].unique().tolist():
+                    name = edits.layer_names[lid]
+                    pick = neuron & (edits.layer_ids[e] == lid)
+                    pe, pr = e[pick], r[pick]
+                    bound = stats[name].out_max_abs if range_detector else None
+
+                    def hook(mod: nn.Module, args: Any, out: torch.Tensor, pe=pe, pr=pr, name=name, bound=bound) -> torch.Tensor:
+                        new, changed = edit_tensor(out, out_fmts[name], pr, edits.index[pe], edits.op_codes[pe],
+                                                   edits.mask[pe], bound)
+                        changed_rows[pr[changed.cpu()]] = True
+                        return new
+
+                    hooks.append(modules[name].register_forward_hook(hook))
+                out = functional_call(model, state, (x,)) if state else run_model(model, x)
+            finally:
+                for handle in hooks:
+                    handle.remove()
+            logits.append(out)
+            masked.append(~changed_rows)
+        if not logits:
             classes = run_model(model, x).shape[1]
-        return torch.zeros(0, n_x, classes, device=x.device)
-    return torch.stack([r for r in results if r is not None])
+            return torch.zeros(0, n_x, classes, device=x.device), torch.zeros(0, n_x, dtype=torch.bool)
+    return torch.stack(logits), torch.stack(masked)

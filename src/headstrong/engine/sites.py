@@ -1,7 +1,7 @@
-"""What a fault does to a layer's output: flip one element, or add a weight fault's delta.
+"""Per-layer helpers: a tensor's format (its scale), and a weight fault's delta on a layer's output.
 
 Both the fx path (on cached golden tensors) and the hook path (inside a forward hook) call
-these, so the two paths share one definition of a fault.
+``apply_weight_faults``, so the two paths share one definition of a weight fault.
 """
 
 from __future__ import annotations
@@ -28,67 +28,6 @@ def layer_format(fmt: Any, max_abs: float) -> Any:
 
 def is_identity_format(fmt: Any) -> bool:
     return getattr(fmt, "name", None) == "fp32"
-
-
-def flip_at(
-    fmt: Any,
-    flat: torch.Tensor,
-    rows: torch.Tensor,
-    index: torch.Tensor,
-    bit: torch.Tensor,
-    last_dim: int,
-) -> torch.Tensor:
-    """``fmt.flip`` of element ``flat[rows[i], index[i]]`` at ``bit[i]``, for every i.
-
-    ``flat`` holds each tensor flattened to one row (row-major). Block formats share an exponent
-    along the last dimension (``last_dim`` long), so they flip the element inside its block.
-    """
-    block = getattr(fmt, "block_size", None)
-    if not block or block == 1:
-        return fmt.flip(flat[rows, index], bit)
-    pos = index % last_dim
-    start = index - pos % block
-    window = start[:, None] + torch.arange(block, device=flat.device)[None, :]
-    valid = (pos - pos % block)[:, None] + torch.arange(block, device=flat.device)[None, :] < last_dim
-    values = flat[rows[:, None], window.clamp(max=flat.shape[1] - 1)]
-    values = torch.where(valid, values, torch.zeros_like(values))
-    flipped = fmt.flip(values, bit[:, None])
-    return flipped[torch.arange(len(index), device=flat.device), pos % block]
-
-
-def flip_neurons(
-    out: torch.Tensor,
-    index: torch.Tensor,
-    bit: torch.Tensor,
-    fmt: Any,
-    bound: float | None,
-) -> torch.Tensor:
-    """Row i of ``out`` with flat element ``index[i]`` flipped at ``bit[i]`` (a new tensor).
-
-    With ``bound`` (the range detector), a flipped value that is NaN, infinite or larger than
-    ``bound`` in magnitude becomes ``±bound`` (NaN: ``+bound``).
-    """
-    n = len(out)
-    rows = torch.arange(n, device=out.device)
-    flat = out.reshape(n, -1)  # a view when contiguous; only read from
-    last = out.shape[-1] if out.dim() > 1 else 1
-    new = flip_at(fmt, flat, rows, index, bit, last).to(out.dtype)
-    if bound is not None:
-        limit = torch.tensor(bound, dtype=new.dtype, device=new.device)
-        bad = ~torch.isfinite(new) | (new.abs() > limit)
-        new = torch.where(bad, torch.where(new < 0, -limit, limit), new)
-    result = out.clone()  # keeps the memory format (channels_last stays channels_last)
-    coords = torch.unravel_index(index, tuple(out.shape[1:]))
-    result[(rows, *coords)] = new
-    return result
-
-
-def flipped_weights(weight: torch.Tensor, index: torch.Tensor, bit: torch.Tensor, fmt: Any) -> torch.Tensor:
-    """``flip(w[k])`` for each fault (``weight`` already held in the format)."""
-    flat = weight.reshape(1, -1)
-    rows = torch.zeros_like(index)
-    last = weight.shape[-1] if weight.dim() else 1
-    return flip_at(fmt, flat, rows, index, bit, last).to(weight.dtype)
 
 
 def supports_delta(module: nn.Module) -> bool:

@@ -31,12 +31,13 @@ import torch
 from torch import nn
 
 from headstrong import formats
+from headstrong._registry import Registry
 from headstrong.faults.faultset import KINDS, NO_SAMPLE, FaultSet, int_column
 
 OPS = ("flip", "set0", "set1", "meta")
 
 M = TypeVar("M", bound=Callable[..., "FaultModel"])
-_MODELS: dict[str, Callable[..., "FaultModel"]] = {}
+_MODELS: Registry[Callable[..., "FaultModel"]] = Registry("fault model")
 
 
 # ------------------------------------------------------------------------------- the edits table
@@ -177,6 +178,14 @@ class FaultEdits:
         new.base_kind = self.base_kind
         return new
 
+    def with_sample(self, sample: torch.Tensor) -> FaultEdits:
+        """The same edits with another sample column (-1: every input the fault meets)."""
+        new = self.select(torch.arange(self.n_edits))
+        new.sample = int_column(sample, "sample", self.n_edits, unit="edit")
+        if self.n_edits and int(new.sample.min()) < NO_SAMPLE:
+            raise ValueError("edit sample must be >= 0, or -1 for every input")
+        return new
+
     def __repr__(self) -> str:
         return (f"FaultEdits({self.n_faults} {self.model} faults, {self.n_edits} edits over "
                 f"{len(self.layer_names)} layers)")
@@ -244,6 +253,18 @@ class FaultModel(ABC):
                bits: Sequence[int] | None = None) -> FaultEdits:
         """``count`` faults drawn with ``generator``; ``inputs``: inferences each neuron fault
         is resampled for (models that hit every inference anew); ``bits``: allowed positions."""
+
+    def permanent(self, kind: str) -> bool:
+        """Whether a fault stays for every inference (then it meets many images in a campaign):
+        a weight fault does; an activation upset hits one inference."""
+        return kind == "weight"
+
+    def expand(self, sites: FaultSet, fmt: Any, layers: Mapping[str, int],
+               generator: torch.Generator | None = None) -> FaultEdits:
+        """The faults a campaign plans as sites (one per fault: kind, layer, index, bit), as this
+        model's edits. ``layers``: the sites per layer of the campaign's kind (what a model that
+        spans layers draws from); ``generator``: for models that draw more than the site."""
+        return self.from_sites(sites, fmt)
 
     def from_sites(self, sites: FaultSet, fmt: Any) -> FaultEdits:
         """Single-site faults given as sites (kind, layer, index, bit): one edit each."""
@@ -315,6 +336,10 @@ class StuckAt(_SingleSite):
     def __init__(self, value: int) -> None:
         self.value = value
         self.name = f"stuck-at-{value}"
+
+    def permanent(self, kind: str) -> bool:
+        """A stuck bit stays stuck: on an activation too, it meets every inference."""
+        return True
 
     def _edit_of(self, bit: torch.Tensor, fmt: formats.NumberFormat) -> tuple[str, torch.Tensor]:
         return f"set{self.value}", _bit_masks(bit, fmt.bits, fmt.name)
@@ -427,6 +452,22 @@ class MultiSite(FaultModel):
         fault = torch.arange(count).repeat_interleave(self.n)
         return FaultEdits(fault, kind, names, index, "flip", _bit_masks(bit, fmt.bits, fmt.name), None, count, self.name, kind)
 
+    def expand(self, sites: FaultSet, fmt: Any, layers: Mapping[str, int],
+               generator: torch.Generator | None = None) -> FaultEdits:
+        """The planned flip plus ``n - 1`` more flips drawn over every layer of ``layers``."""
+        fmt = self.check(fmt)
+        n = len(sites)
+        kind = sites.kind[0] if n else "neuron"
+        first = Flip().from_sites(sites.with_sample(torch.full((n,), NO_SAMPLE, dtype=torch.int64)), fmt)
+        if self.n == 1 or not n:
+            return FaultEdits(first.fault, first.kind, first.layer, first.index, first.op, first.mask, None, n,
+                              self.name, kind)
+        more = MultiSite(self.n - 1).sample(layers, n, fmt, kind=kind, generator=generator)
+        both = (first, more)
+        return FaultEdits(torch.cat([e.fault for e in both]), [k for e in both for k in e.kind],
+                          [lay for e in both for lay in e.layer], torch.cat([e.index for e in both]),
+                          [o for e in both for o in e.op], torch.cat([e.mask for e in both]), None, n, self.name, kind)
+
 
 class BitErrorRate(FaultModel):
     """Every bit of the chosen tensors flips independently with probability ``p``: weights once
@@ -437,6 +478,24 @@ class BitErrorRate(FaultModel):
 
     def __init__(self, p: float) -> None:
         self.p = formats.check_rate(p)
+
+    def permanent(self, kind: str) -> bool:
+        """A weight trial stays for every inference; activations are drawn anew each time."""
+        return kind == "weight"
+
+    def expand(self, sites: FaultSet, fmt: Any, layers: Mapping[str, int],
+               generator: torch.Generator | None = None) -> FaultEdits:
+        """Per planned fault, one trial over its layer's tensor at rate ``p`` (for activations,
+        the one inference it meets); the planned element and bit only pick the layer."""
+        names = list(sites.layer_names)
+        kinds = set(sites.kind)
+        if len(kinds) > 1 or len(names) > 1:
+            raise ValueError("ber faults are expanded one layer and kind at a time")
+        if not len(sites):
+            return FaultEdits([], "neuron", [], [], [], [], None, 0, self.name, "neuron")
+        kind, layer = kinds.pop(), names[0]
+        edits = self.sample({layer: int(layers[layer])}, len(sites), fmt, kind=kind, generator=generator)
+        return edits.with_sample(torch.full((edits.n_edits,), NO_SAMPLE, dtype=torch.int64))
 
     @property
     def params(self) -> dict[str, Any]:
@@ -493,9 +552,7 @@ def register_fault_model(name: str) -> Callable[[M], M]:
     """File ``builder(**params)`` under ``name``."""
 
     def decorate(builder: M) -> M:
-        if name in _MODELS:
-            raise ValueError(f"fault model {name!r} is already registered")
-        _MODELS[name] = builder
+        _MODELS.add(name, builder)
         return builder
 
     return decorate
@@ -518,9 +575,7 @@ def get_fault_model(name: str | FaultModel = "flip", **params: Any) -> FaultMode
     if not isinstance(name, str):
         raise TypeError(f"fault model must be a name (str) or a FaultModel, got {type(name).__name__}")
     key = name.strip().lower()
-    if key not in _MODELS:
-        raise ValueError(f"unknown fault model {name!r}; expected one of {', '.join(list_fault_models())}")
-    builder = _MODELS[key]
+    builder = _MODELS.get(key) if key in _MODELS else _MODELS.get(name)  # the error names the name given
     params = {k: v for k, v in params.items() if v is not None}
     signature = inspect.signature(builder).parameters.values()
     allowed = [p.name for p in signature]

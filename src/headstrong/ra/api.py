@@ -113,7 +113,7 @@ class EngineOracle:
         if images not in self._golden:
             x, y = self.x[:images], self.y[:images]
             self._golden[images] = {
-                kind: float((self.evaluator.golden(x, y, kind=kind)["golden_pred"] == y.cpu()).float().mean())
+                kind: float((self.evaluator.golden(x, y, kind=kind).golden_pred == y.cpu()).float().mean())
                 for kind in ("neuron", "weight")
             }
         return self._golden[images]
@@ -160,7 +160,7 @@ class EngineOracle:
         faults = FaultSet(kind, self._module[group], torch.as_tensor(element), torch.as_tensor(bit))
         x, y = self.x[:images], self.y[:images]
         out = self.evaluator.evaluate_all_pairs(x, y, faults)
-        acc = (out["faulty_pred"] == y.cpu()).float().mean(1).double().numpy()
+        acc = (out.faulty_pred == y.cpu()).float().mean(1).double().numpy()
         golden = self._golden_on(images)
         return golden["neuron"] - (golden[kind] - acc)
 
