@@ -12,13 +12,14 @@ import re
 from dataclasses import dataclass
 from typing import Any, Callable, TypeVar
 
+from headstrong._registry import Registry
 from headstrong.formats._base import NumberFormat
 
 Builder = Callable[..., NumberFormat]
 B = TypeVar("B", bound=Builder)
 
-_FORMATS: dict[str, Builder] = {}
-_FAMILIES: dict[str, "_Family"] = {}
+_FORMATS: Registry[Builder] = Registry("format")
+_FAMILIES: Registry["_Family"] = Registry("format family")
 
 
 @dataclass(frozen=True)
@@ -34,9 +35,7 @@ def register_format(name: str) -> Callable[[B], B]:
     """File ``builder(**params)`` under ``name``."""
 
     def decorate(builder: B) -> B:
-        if name in _FORMATS:
-            raise ValueError(f"format {name!r} is already registered")
-        _FORMATS[name] = builder
+        _FORMATS.add(name, builder)
         return builder
 
     return decorate
@@ -50,9 +49,7 @@ def register_family(prefix: str, pattern: str, template: str, default: str) -> C
     """
 
     def decorate(builder: B) -> B:
-        if prefix in _FAMILIES:
-            raise ValueError(f"format family {prefix!r} is already registered")
-        _FAMILIES[prefix] = _Family(prefix, re.compile(pattern), template, default, builder)
+        _FAMILIES.add(prefix, _Family(prefix, re.compile(pattern), template, default, builder))
         return builder
 
     return decorate

@@ -16,6 +16,7 @@ from typing import Callable, Optional, Protocol
 import numpy as np
 import pandas as pd
 
+from headstrong._registry import Registry
 from headstrong.faults.strata import DEFAULT_FLOOR, DEFAULT_PILOT, allocation_shares, pilot_counts
 from headstrong.ra.sites import SiteSpace
 
@@ -131,27 +132,26 @@ def _mean_ci(values: np.ndarray, reach: np.ndarray) -> tuple[float, tuple[float,
     return mean, (max(0.0, mean - half), min(1.0, mean + half)), std
 
 
-_REGISTRY: dict[str, type["Estimator"]] = {}
+_REGISTRY: Registry[type["Estimator"]] = Registry("estimator")
 
 
 def register(name: str) -> Callable[[type["Estimator"]], type["Estimator"]]:
+    """File an ``Estimator`` subclass under ``name`` (its ``name`` attribute too)."""
+
     def wrap(cls: type["Estimator"]) -> type["Estimator"]:
         cls.name = name
-        _REGISTRY[name] = cls
-        return cls
+        return _REGISTRY.add(name, cls)
 
     return wrap
 
 
 def list_estimators() -> list[str]:
-    return list(_REGISTRY)
+    return _REGISTRY.names()
 
 
 def get(name: str, **params) -> "Estimator":
-    cls = _REGISTRY.get(name)
-    if cls is None:
-        raise ValueError(f"unknown estimator {name!r}; expected one of {', '.join(_REGISTRY)}")
-    return cls(**params)
+    """The estimator called ``name``, built with ``params``; unknown names list the choices."""
+    return _REGISTRY.get(name)(**params)
 
 
 class Estimator:

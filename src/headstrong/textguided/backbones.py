@@ -16,21 +16,16 @@ from typing import Callable, Optional
 import torch
 from torch import nn
 
+from headstrong._registry import Registry
+
 __all__ = ["register_backbone", "list_backbones", "create_features"]
 
-_BUILTINS: dict[str, Callable[[int], nn.Module]] = {}
+_BUILTINS: Registry[Callable[[int], nn.Module]] = Registry("backbone")
 
 
 def register_backbone(name: str) -> Callable[[Callable[[int], nn.Module]], Callable[[int], nn.Module]]:
     """File a builder ``fn(in_chans) -> module with .fc and .num_features`` under ``name``."""
-
-    def wrap(fn: Callable[[int], nn.Module]) -> Callable[[int], nn.Module]:
-        if name in _BUILTINS:
-            raise ValueError(f"backbone {name!r} is already registered")
-        _BUILTINS[name] = fn
-        return fn
-
-    return wrap
+    return _BUILTINS.register(name)
 
 
 # ---------------------------------------------------------------- built-in small networks
