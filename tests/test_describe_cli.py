@@ -312,3 +312,20 @@ def test_describe_timeout_option_ends_a_silent_server_quickly(server: FakeServer
     assert "did not answer within 0.2 s 2 times in a row" in result.output
     assert runner.invoke(app, ["describe", "--classes", "mnist", "--model", "m", "--base-url", server.url,
                                "--out", str(tmp_path / "p.json"), "--timeout", "0"]).exit_code == 2
+
+
+def test_not_a_terminal_gets_plain_progress_lines_and_a_resume_count(server: FakeServer, tmp_path: Path) -> None:
+    classes = tmp_path / "classes.json"
+    classes.write_text(json.dumps(["owl", "cat"]))
+    qfile = tmp_path / "questions.json"
+    qfile.write_text(json.dumps(QUESTIONS))
+    out = tmp_path / "desc.json"
+    args = ["describe", "--classes", str(classes), "--model", "m", "--base-url", server.url, "--out", str(out),
+            "--questions", str(qfile)]
+    descriptions.save({"owl": ["a", "b"]}, out, questions=QUESTIONS,
+                      generator="model m via an OpenAI-compatible chat-completions server (headstrong describe)",
+                      partial=True)
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    assert "describe: resuming: 2 of 4 planned answers (50%) were found done, 2 left to run" in result.output
+    assert "answers 4/4 (100%)" in result.output and "\x1b[" not in result.output

@@ -41,13 +41,13 @@ def _duration(seconds: float) -> str:
     return f"{hours}h{minutes:02d}m{secs:02d}s" if hours else f"{minutes}m{secs:02d}s" if minutes else f"{secs}s"
 
 
-def start_line(total: int, done: int) -> str:
+def start_line(total: int, done: int, what: str = "campaign", unit: str = "faults") -> str:
     """The first line: what is planned and, on a resumed run, how much was found done."""
     if done <= 0:
-        return f"campaign: {total:,} faults planned"
+        return f"{what}: {total:,} {unit} planned"
     if done >= total:
-        return f"campaign: all {total:,} planned faults were found done; nothing left to run"
-    return (f"campaign: resuming: {done:,} of {total:,} planned faults ({done / total:.0%}) were found done, "
+        return f"{what}: all {total:,} planned {unit} were found done; nothing left to run"
+    return (f"{what}: resuming: {done:,} of {total:,} planned {unit} ({done / total:.0%}) were found done, "
             f"{total - done:,} left to run")
 
 
@@ -55,8 +55,9 @@ class PlainProgress:
     """Progress as plain lines, at most one every ``every`` seconds (and one at the end)."""
 
     def __init__(self, total: int, done: int, stream: TextIO, every: float = PLAIN_EVERY,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 clock: Callable[[], float] = time.monotonic, unit: str = "faults") -> None:
         self.total, self.done, self.stream, self.every, self.clock = total, done, stream, every, clock
+        self.unit = unit
         self.start_done = done
         self.started = self.last = clock()
 
@@ -67,10 +68,11 @@ class PlainProgress:
         ran = self.done - self.start_done
         elapsed = self.clock() - self.started
         rate = ran / elapsed if elapsed > 0 else 0.0
-        text = f"faults {self.done:,}/{self.total:,} ({self.done / max(self.total, 1):.0%})"
+        text = f"{self.unit} {self.done:,}/{self.total:,} ({self.done / max(self.total, 1):.0%})"
         if rate > 0:
             left = (self.total - self.done) / rate
-            text += f", {rate:,.0f} faults/s" + (f", about {_duration(left)} left" if self.done < self.total else "")
+            speed = f"{rate:,.0f} {self.unit}/s" if rate >= 1 else f"{1 / rate:,.1f} s per {self.unit.rstrip('s')}"
+            text += f", {speed}" + (f", about {_duration(left)} left" if self.done < self.total else "")
         return text + f", {_duration(elapsed)} elapsed"
 
     def advance(self, n: int) -> None:
@@ -78,6 +80,12 @@ class PlainProgress:
         if self.clock() - self.last >= self.every and self.done < self.total:
             self.last = self.clock()
             self.say(self.line())
+
+
+def is_terminal(stream: Optional[TextIO]) -> bool:
+    """Whether ``stream`` (default stderr) is a terminal: a bar there, plain lines anywhere else."""
+    stream = stream if stream is not None else sys.stderr
+    return bool(hasattr(stream, "isatty") and stream.isatty())
 
 
 @contextmanager
@@ -91,7 +99,7 @@ def campaign_progress(enabled: bool, total: int, done: int = 0, *, stream: Optio
         yield lambda n: None
         return
     stream = stream if stream is not None else sys.stderr
-    if not (hasattr(stream, "isatty") and stream.isatty()):
+    if not is_terminal(stream):
         plain = PlainProgress(total, done, stream, every)
         plain.say(start_line(total, done))
         try:

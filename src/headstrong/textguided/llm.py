@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import re
+import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -208,8 +209,14 @@ def generate(
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
+    from headstrong.campaign.progress import PlainProgress, is_terminal, start_line
+
+    plain = PlainProgress(total, already, sys.stderr, unit="answers") if progress and not is_terminal(None) else None
+    if plain is not None:  # a batch job or a redirected log: plain lines, not a bar drawn only at the end
+        plain.say(start_line(total, already, "describe", "answers"))
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
-    with Progress(*columns, console=Console(stderr=True), disable=not progress, transient=False) as bar:
+    with Progress(*columns, console=Console(stderr=True), disable=not progress or plain is not None,
+                  transient=False) as bar:
         task = bar.add_task("describing", total=total, completed=already)
         for name in classes:
             answers = done.setdefault(name, [])
@@ -228,6 +235,10 @@ def generate(
                     ) from error
                 save(partial=True)
                 bar.advance(task)
+                if plain is not None:
+                    plain.advance(1)
+    if plain is not None and plain.done > plain.start_done:
+        plain.say(plain.line() + ": done")
     save(partial=False)
     return {c: done[c] for c in classes}
 
