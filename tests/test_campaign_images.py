@@ -127,3 +127,15 @@ def test_images_per_fault_is_checked() -> None:
     with pytest.raises(ValueError, match="images_per_fault=50 but the campaign has only 20 evaluation images"):
         _run(model, tiny_data(model), hs.CampaignSpec(n_faults=2, images_per_fault=50))
     assert hs.CampaignSpec.from_dict(hs.CampaignSpec(images_per_fault="all").to_dict()).images_per_fault == "all"
+
+
+def test_cli_images_per_fault_option_reaches_the_spec() -> None:
+    from headstrong.cli.inject import build_spec, parse_images_per_fault
+
+    assert build_spec(None, {"kind": "weight", "images_per_fault": parse_images_per_fault("all")}).images_per_fault == "all"
+    assert build_spec(None, {"images_per_fault": parse_images_per_fault("16")}).images_per_fault == 16
+    assert parse_images_per_fault(None) is None
+    with pytest.raises(ValueError, match="--images-per-fault 'many' is not understood; give all or a positive number"):
+        parse_images_per_fault("many")
+    with pytest.raises(ValueError, match="images_per_fault must be a positive integer"):
+        build_spec(None, {"images_per_fault": parse_images_per_fault("0")})
