@@ -156,3 +156,21 @@ def test_draw_round_counts_and_determinism() -> None:
     again = strata.draw_round(layer, counts, torch.Generator().manual_seed(1))
     assert torch.equal(index, again[0]) and torch.equal(bits, again[1])
     assert (bits == 3).sum() == 5 and (bits == 31).sum() == 12 and int(index.max()) < 50
+
+
+def test_a_fault_that_met_several_images_counts_once() -> None:
+    rng = np.random.default_rng(2)
+    faults, images = 40, 5
+    fault = np.repeat(np.arange(faults), images)
+    bit = np.repeat(rng.integers(0, 2, faults), images)
+    per_fault = rng.exponential(1.0, faults)  # a fault's harm is shared by all its images
+    delta = per_fault[fault] + rng.normal(0, 0.01, len(fault))
+    frame = pd.DataFrame({"layer": "fc", "bit": bit, "stratum": bit, "weight": 0.5, "fault_id": fault,
+                          "delta_loss": delta, "golden_pred": 0, "faulty_pred": (delta > 1).astype(int),
+                          "top2_diff": 0.0, "nonfinite": False})
+    row = summarize(frame).iloc[0]
+    assert row["n"] == faults * images and row["n_faults"] == faults
+    means = frame.groupby("fault_id").agg(bit=("bit", "first"), delta=("delta_loss", "mean"))
+    by_bit = means.groupby("bit")["delta"]
+    se = math.sqrt(sum(0.25 * v / c for v, c in zip(by_bit.var(), by_bit.count())))
+    assert row["delta_loss_std"] / math.sqrt(row["n_finite"]) == pytest.approx(se)  # faults, not pairs

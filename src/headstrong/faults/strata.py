@@ -68,15 +68,16 @@ class Strata:
         """Names of the strata as records carry them: ``layer/bit``."""
         return [f"{self.layer}/{b}" for b in self.bits]
 
-    def stats(self, bit: Any, delta_loss: Any, mismatch: Any, nonfinite: Any | None = None) -> "StratumStats":
-        """Per-stratum sums of this layer's records, given each record's bit."""
+    def stats(self, bit: Any, delta_loss: Any, mismatch: Any, nonfinite: Any | None = None,
+              fault: Any | None = None) -> "StratumStats":
+        """Per-stratum sums of this layer's records, given each record's bit (and fault id)."""
         bit = np.asarray(bit, dtype=np.int64)
         lookup = np.full(max(max(self.bits), int(bit.max(initial=0))) + 1, -1, dtype=np.int64)
         lookup[list(self.bits)] = np.arange(len(self.bits))
         code = lookup[bit]
         if np.any(code < 0):
             raise ValueError(f"records of layer {self.layer!r} hold bits outside its strata {list(self.bits)}")
-        return StratumStats.from_arrays(code, len(self.bits), delta_loss, mismatch, nonfinite)
+        return StratumStats.from_arrays(code, len(self.bits), delta_loss, mismatch, nonfinite, fault)
 
 
 @dataclass(frozen=True)
@@ -92,20 +93,32 @@ class StratumStats:
 
     @classmethod
     def from_arrays(cls, stratum: Any, n_strata: int, delta_loss: Any, mismatch: Any,
-                    nonfinite: Any | None = None) -> "StratumStats":
-        """Sums per stratum code (0..n_strata-1) of each record."""
+                    nonfinite: Any | None = None, fault: Any | None = None) -> "StratumStats":
+        """Sums per stratum code (0..n_strata-1) of each record.
+
+        With ``fault`` ids, a fault that met several images counts once, with its mean ΔLoss over
+        its finite outcomes and its share of mismatches: the fault is what was sampled, so its
+        images are not independent draws.
+        """
         code = np.asarray(stratum, dtype=np.int64)
         delta = np.asarray(delta_loss, dtype=np.float64)
         finite = np.isfinite(delta)
         if nonfinite is not None:
             finite &= ~np.asarray(nonfinite, dtype=bool)
         value = np.where(finite, delta, 0.0)
+        mismatch = np.asarray(mismatch, dtype=np.float64)
+        if fault is not None:
+            ids, first, inverse = np.unique(np.asarray(fault), return_index=True, return_inverse=True)
+            if len(ids) < len(code):
+                hits = np.bincount(inverse, weights=finite.astype(np.float64))
+                value = np.bincount(inverse, weights=value) / np.maximum(hits, 1)
+                mismatch = np.bincount(inverse, weights=mismatch) / np.bincount(inverse)
+                code, finite = code[first], hits > 0
 
         def per(weights: np.ndarray | None = None) -> np.ndarray:
             return np.bincount(code, weights=weights, minlength=n_strata).astype(np.float64)
 
-        return cls(per(), per(finite.astype(np.float64)), per(value), per(value * value), per(value**3),
-                   per(np.asarray(mismatch, dtype=np.float64)))
+        return cls(per(), per(finite.astype(np.float64)), per(value), per(value * value), per(value**3), per(mismatch))
 
     @classmethod
     def empty(cls, n_strata: int) -> "StratumStats":

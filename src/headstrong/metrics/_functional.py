@@ -61,15 +61,16 @@ def split_finite(delta_loss: np.ndarray, nonfinite: np.ndarray | None) -> tuple[
 def summary_row(delta_loss: np.ndarray, mismatch: np.ndarray, top2_diff: np.ndarray,
                 nonfinite: np.ndarray | None, confidence: float = DEFAULT_CONFIDENCE,
                 stratum: np.ndarray | None = None, weight: np.ndarray | None = None,
-                n_faults: int | None = None) -> dict[str, float]:
+                n_faults: int | None = None, fault: np.ndarray | None = None) -> dict[str, float]:
     """One group's summary, with the column names of ``summarize``.
 
     With ``stratum`` and ``weight`` (each record's stratum and that stratum's share of the uniform
     population) every figure is the design-weighted one (``headstrong.faults.strata``); without
-    them, the plain figures of a uniform sample.
+    them, the plain figures of a uniform sample. ``fault``: each record's fault id (the
+    intervals of a stratified sample count a fault that met several images once).
     """
     if stratum is not None and weight is not None:
-        return _weighted_row(delta_loss, mismatch, top2_diff, nonfinite, confidence, stratum, weight, n_faults)
+        return _weighted_row(delta_loss, mismatch, top2_diff, nonfinite, confidence, stratum, weight, n_faults, fault)
     finite, n_bad = split_finite(delta_loss, nonfinite)
     n = len(np.asarray(delta_loss))
     mean, std, lo, hi = normal_interval(float(finite.sum()), float((finite * finite).sum()), len(finite), confidence)
@@ -101,17 +102,18 @@ def _row(n: int, delta: tuple[float, float, float], median: float, rate: tuple[f
 
 
 def _weighted_row(delta_loss: np.ndarray, mismatch: np.ndarray, top2_diff: np.ndarray, nonfinite: np.ndarray | None,
-                  confidence: float, stratum: np.ndarray, weight: np.ndarray, n_faults: int | None) -> dict[str, float]:
+                  confidence: float, stratum: np.ndarray, weight: np.ndarray, n_faults: int | None,
+                  fault: np.ndarray | None) -> dict[str, float]:
     """The design-weighted summary: each record stands for ``W_h / n_h`` of the population."""
     codes, uniques = pd.factorize(np.asarray(stratum))
     weights = np.zeros(len(uniques))
     weights[codes] = np.asarray(weight, dtype=np.float64)
     if not np.all(np.isfinite(weights)) or np.any(weights < 0) or weights.sum() <= 0:
         raise ValueError("record weights must be finite, >= 0 and not all zero (each stratum's population share)")
-    stats = StratumStats.from_arrays(codes, len(uniques), delta_loss, mismatch, nonfinite)
+    stats = StratumStats.from_arrays(codes, len(uniques), delta_loss, mismatch, nonfinite, fault)
     mean = stratified_mean(weights, stats, confidence)
     rate = stratified_rate(weights, stats, confidence)
-    share = weights[codes] / stats.n[codes]  # each record's share of the population
+    share = weights[codes] / np.bincount(codes, minlength=len(uniques))[codes]  # each record's population share
     delta = np.asarray(delta_loss, dtype=np.float64)
     finite = np.isfinite(delta) & ~(np.zeros(len(delta), bool) if nonfinite is None else np.asarray(nonfinite, bool))
     n, n_finite = len(delta), int(finite.sum())

@@ -54,7 +54,8 @@ def summarize(records: Any, by: Sequence[str] | str | None = ("layer",),
                            group["top2_diff"].to_numpy(), group["nonfinite"].to_numpy(), confidence,
                            stratum=group["stratum"].to_numpy() if weighted else None,
                            weight=group["weight"].to_numpy() if weighted else None,
-                           n_faults=int(group["fault_id"].nunique()) if "fault_id" in group.columns else None)
+                           n_faults=int(group["fault_id"].nunique()) if "fault_id" in group.columns else None,
+                           fault=group["fault_id"].to_numpy() if "fault_id" in group.columns else None)
 
     if not keys:
         return pd.DataFrame([row(records)], columns=list(SUMMARY_COLUMNS))
