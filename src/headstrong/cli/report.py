@@ -26,8 +26,13 @@ def report(
 
     if out is None and not rank:
         raise ValueError("give --out FOLDER for the report, or --rank to print the layers by vulnerability")
+    from headstrong.report.checks import result_warnings
+
     names = [n.strip() for n in labels.split(",")] if labels else None
     results = [load_results(run) for run in runs]
+    for path, result in zip(runs, results):
+        for warning in result_warnings(result):
+            typer.echo(f"warning ({path}): {warning}", err=True)
     if rank:
         _print_ranking(results, names or [str(r) for r in runs], by)
     if out is None:
