@@ -24,6 +24,7 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from headstrong.metrics import z_value  # noqa: E402
+from headstrong.report.tables import drop_prefix, shared_prefix  # noqa: E402
 
 _COLOURS = ("#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b")
 
@@ -167,9 +168,12 @@ def masked_share(runs: Sequence[Any], labels: Sequence[str], path: str | Path) -
         mine = shares[shares["label"] == group].set_index("layer")["masked_share"]
         xs = [layers.index(n) + i * width for n in mine.index]
         ax.bar(xs, mine.values * 100, width=width, color=_COLOURS[i % len(_COLOURS)], label=group)
+    prefix = shared_prefix(layers)
     ax.set_xticks([i + 0.4 - width / 2 for i in range(len(layers))])
-    ax.set_xticklabels(layers, rotation=60, ha="right", fontsize=8)
-    ax.set_ylabel("masked (%)")
+    ax.set_xticklabels([drop_prefix(n, prefix) for n in layers], rotation=60, ha="right", fontsize=8)
+    ax.set_xlabel("layer, in forward order" + (f" (names without their '{prefix}' prefix)" if prefix else ""))
+    ax.set_ylabel("masked (% of faults)")
+    ax.set_title("Stuck-at faults that changed nothing: the stuck bit already held that value", fontsize=10)
     ax.set_ylim(0, 100)
     ax.legend(fontsize=8)
     return _save(fig, path)

@@ -47,6 +47,14 @@ def align_layers(frames: Mapping[str, pd.DataFrame]) -> tuple[list[str], dict[st
     return labels, slots
 
 
+def _layer_axis(per_layer: Mapping[str, pd.DataFrame]) -> str:
+    """The layer axis's label, naming the prefix ``align_layers`` dropped from the tick labels."""
+    names = list(dict.fromkeys(str(n) for frame in per_layer.values() for n in frame["layer"]))
+    prefix = shared_prefix(names)
+    return ("layer, in forward order (the last slot: each model's classifier)"
+            + (f"; names without their '{prefix}' prefix" if prefix else ""))
+
+
 def delta_loss_per_layer(per_layer: Mapping[str, pd.DataFrame], path: str | Path) -> Path:
     """Mean ΔLoss per layer with its 99% interval (bars) and the median (diamonds), log scale.
 
@@ -75,7 +83,7 @@ def delta_loss_per_layer(per_layer: Mapping[str, pd.DataFrame], path: str | Path
                   fontsize=7)
     ax.set_yscale("log")
     ax.set_ylabel("ΔLoss (log scale)")
-    ax.set_xlabel("layer, in forward order (the last slot: each model's classifier)")
+    ax.set_xlabel(_layer_axis(per_layer))
     ax.set_title("ΔLoss per layer")
     ax.grid(axis="y", which="major", alpha=0.3)
     ax.legend(fontsize=7, ncols=2 if len(labels) > 1 else 1)
@@ -169,7 +177,7 @@ def side_by_side(per_layer: Mapping[str, pd.DataFrame], metric: str, path: str |
                     color=_COLOURS[k % len(_COLOURS)], label=label + (" (99% CI)" if yerr is not None else ""))
     ax.set_xticks(np.arange(len(ticks)), [f"{i}: {t}" for i, t in enumerate(ticks)], rotation=60, ha="right",
                   fontsize=7)
-    ax.set_xlabel("layer, in forward order (the last slot: each model's classifier)")
+    ax.set_xlabel(_layer_axis(per_layer))
     ax.set_ylabel(f"{metric.replace('_', ' ')} (%)")
     ax.set_title(f"{metric.replace('_', ' ')} per layer (points are not joined: layers are categories)", fontsize=10)
     ax.grid(axis="y", alpha=0.3)
