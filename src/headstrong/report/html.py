@@ -70,7 +70,7 @@ def build_report(
     per_layer = {label: run.per_layer for label, run in zip(labels, runs)}
     per_bit = {label: run.per_bit for label, run in zip(labels, runs)}
     figures = [
-        ("ΔLoss per layer (bars: mean with 99% interval; diamonds: median)",
+        ("ΔLoss per layer (bars: mean with 99% interval; diamonds: median, not drawn when 0 on the log scale)",
          plots.delta_loss_per_layer(per_layer, out_dir / "delta_loss_per_layer.png")),
         (_HEATMAP_CAPTION, plots.mismatch_heatmap(per_bit, out_dir / "mismatch_per_bit.png")),
     ]
