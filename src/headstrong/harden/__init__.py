@@ -15,6 +15,7 @@ from headstrong.harden import range as _range
 from headstrong.harden.cost import Cost, count_macs, count_params, measure_cost
 from headstrong.harden.duplicate import duplicate, top_layers
 from headstrong.harden.finetune import fault_aware_finetune
+from headstrong.harden.methods import METHODS, HardenOptions, apply_methods, parse_methods
 from headstrong.harden.range import RangeBound, bounds_table, range_restrict
 from headstrong.train.checkpoints import register_rebuild
 
@@ -24,5 +25,5 @@ register_rebuild("fault-aware", _finetune.rebuild)
 
 __all__ = [
     "range_restrict", "duplicate", "fault_aware_finetune", "top_layers", "bounds_table", "RangeBound",
-    "measure_cost", "Cost", "count_macs", "count_params",
+    "measure_cost", "Cost", "count_macs", "count_params", "METHODS", "HardenOptions", "apply_methods", "parse_methods",
 ]

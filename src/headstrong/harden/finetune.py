@@ -6,7 +6,9 @@ their weights (``weight``) or both, at a bit-error ``rate`` (every bit flips ind
 as ``flips`` bits per batch (spread uniformly over all targeted elements). Gradients pass
 straight through a flip (the flipped value minus the clean one is a constant of the step). A
 flip that yields Inf or NaN trains as 0 (the value a range restriction would give NaN), so one
-exponent flip cannot turn the loss into NaN and end the run.
+exponent flip cannot turn the loss into NaN and end the run, and a finite flipped value is held
+to the tensor's own max |x| in that batch (what GoldenEye's range detector reports), so a 1e38
+activation cannot blow up the weight gradients of the layers after it.
 
 It runs ``headstrong.train.train`` itself (optimiser, schedule, augmentation, atomic
 per-epoch checkpoints, resume after a kill): the flips draw from the global generator the
@@ -78,6 +80,8 @@ class FaultInjector:
         fmt = self.fmt.with_scale(self.fmt.scale_for(flat)) if self.fmt.needs_scale else self.fmt
         flipped = fmt.flip_mask(flat[index], mask)
         flipped = torch.where(torch.isfinite(flipped), flipped, torch.zeros_like(flipped))
+        bound = float(flat.abs().max())
+        flipped = flipped.clamp(-bound, bound)  # as the range detector reports it: trains stably
         delta = torch.zeros_like(flat).index_put_((index,), flipped - flat[index])
         return value + delta.reshape(value.shape)
 
