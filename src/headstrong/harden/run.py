@@ -1,0 +1,117 @@
+"""Harden a saved checkpoint and write what changed: the one function behind ``headstrong harden``."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional
+
+import torch
+
+from headstrong.harden.cost import count_macs, count_params
+from headstrong.harden.methods import HardenOptions, apply_methods, parse_methods
+from headstrong.harden.range import bounds_table
+
+__all__ = ["HardenSummary", "harden_checkpoint"]
+
+
+@dataclass
+class HardenSummary:
+    """What ``harden_checkpoint`` did: methods, accuracy before and after, cost, bounds."""
+
+    source: str
+    checkpoint: Path
+    methods: tuple[str, ...]
+    options: dict[str, Any]
+    dataset: str
+    test_images: int
+    top1_before: float  # percent
+    top1_after: float
+    params_before: int
+    params_after: int
+    macs_before: int
+    macs_after: int
+    bounds: list[dict[str, Any]] = field(default_factory=list)
+    steps: list[dict[str, Any]] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        data = dataclasses.asdict(self)
+        data["checkpoint"] = str(self.checkpoint)
+        data["steps"] = [{k: v for k, v in step.items() if k != "sites"} for step in self.steps]
+        return data
+
+
+def _tensors(dataset: Any) -> torch.Tensor:
+    return torch.stack([dataset[i][0] for i in range(len(dataset))])
+
+
+@torch.no_grad()
+def _top1(model: torch.nn.Module, dataset: Any, batch: int = 500) -> float:
+    model.eval()
+    correct = total = 0
+    for start in range(0, len(dataset), batch):
+        items = [dataset[i] for i in range(start, min(start + batch, len(dataset)))]
+        x = torch.stack([item[0] for item in items])
+        y = torch.as_tensor([int(item[1]) for item in items])
+        correct += int((model(x).argmax(1) == y).sum())
+        total += len(y)
+    return 100.0 * correct / max(1, total)
+
+
+def harden_checkpoint(
+    path: str | Path,
+    method: str,
+    out: str | Path,
+    options: Optional[HardenOptions] = None,
+    *,
+    dataset: Optional[str] = None,
+    profile_images: int = 2000,
+    test_images: int = 2000,
+    ranking: Optional[str | Path] = None,
+) -> HardenSummary:
+    """Load ``path``, harden it by ``method`` (one name or a '+' combination), save the hardened
+    checkpoint as ``out/model.pt`` with ``out/summary.json``; bounds are profiled on
+    ``profile_images`` training images, accuracy measured on ``test_images`` test images of
+    ``dataset`` (default: the one the checkpoint was trained on)."""
+    from headstrong.data import load_dataset
+    from headstrong.train import load_checkpoint, save_checkpoint
+
+    methods = parse_methods(method)
+    if not methods:
+        raise ValueError("harden needs a method: range, clip, duplicate, fault-aware or a '+' combination")
+    for name, value in (("profile_images", profile_images), ("test_images", test_images)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f"{name} must be a positive integer; got {value!r}")
+    options = options or HardenOptions()
+    model, config = load_checkpoint(path)
+    config = dict(config or {})
+    dataset = dataset or config.get("dataset")
+    if not dataset:
+        raise ValueError(f"checkpoint {path} does not say which data set it was trained on; give dataset=")
+    root, size = config.get("data_root"), config.get("image_size")
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"--out {str(out)!r} is a file; give a folder")
+    result = None
+    if ranking is not None:
+        from headstrong.campaign import load_results
+
+        result = load_results(ranking)
+    test = load_dataset(dataset, "test", root, size, limit=test_images, seed=0)
+    profile = _tensors(load_dataset(dataset, "train", root, size, limit=profile_images, seed=1))
+    hardened = apply_methods(model, methods, options, profile_data=profile, train_data=dataset, ranking=result,
+                             out=out / "fault_aware")
+    sample = profile[:1]
+    summary = HardenSummary(
+        source=str(path), checkpoint=out / "model.pt", methods=methods, options=dataclasses.asdict(options),
+        dataset=dataset, test_images=len(test), top1_before=_top1(model, test), top1_after=_top1(hardened, test),
+        params_before=count_params(model), params_after=count_params(hardened),
+        macs_before=count_macs(model, sample), macs_after=count_macs(hardened, sample),
+        bounds=bounds_table(hardened), steps=list(getattr(hardened, "hardening", [])),
+    )
+    out.mkdir(parents=True, exist_ok=True)
+    save_checkpoint(out / "model.pt", hardened, config=config or None, hardened_from=str(path))
+    (out / "summary.json").write_text(json.dumps(summary.to_dict(), indent=2))
+    return summary
