@@ -54,7 +54,7 @@ def _restore_threads():
         (["--estimator", "uniform,bogus"], "expected a comma-separated list"),
         (["--accelerator", "tpu-v9"], "unknown accelerator preset"),
         (["--pilot-images", "0"], "--pilot-images 0: must be >= 1"),
-        (["--threads", "0"], "--threads 0: must be >= 1"),
+        (["--threads", "0"], "'--threads': Input should be greater than or equal to 1"),
     ],
 )
 def test_ra_command_rejects_bad_input(checkpoint: Path, tmp_path: Path, args: list[str], message: str) -> None:

@@ -115,7 +115,10 @@ def default_root() -> Path:
 
 
 def _folder_path(name: str, split: Optional[str]) -> Path:
-    base = Path(name[len(_IMAGEFOLDER):]).expanduser()
+    text = name[len(_IMAGEFOLDER):].strip()
+    if not text:
+        raise ValueError("imagefolder: needs a path; give imagefolder:PATH, a folder with one sub-folder of images per class")
+    base = Path(text).expanduser()
     if not base.is_dir():
         raise ValueError(f"image folder {str(base)!r} does not exist; give imagefolder:PATH to a directory")
     if split is not None and (base / split).is_dir():
@@ -129,7 +132,13 @@ def dataset_info(name: str, root: Optional[str | Path] = None) -> DatasetInfo:
         from torchvision.datasets.folder import find_classes
 
         path = _folder_path(name, "train")
-        classes, _ = find_classes(str(path))
+        try:
+            classes, _ = find_classes(str(path))
+        except FileNotFoundError:
+            raise ValueError(
+                f"image folder {str(path)!r} has no class sub-folders; put each class's images in "
+                "PATH/<class>/ (or PATH/train/<class>/ and PATH/test/<class>/)"
+            ) from None
         return DatasetInfo(name, tuple(classes), 3, 224, _IMAGENET_MEAN, _IMAGENET_STD)
     info = _INFOS.get(name)
     if info is None:
@@ -219,12 +228,40 @@ def _fashion_from_idx(directory: Path, split: str) -> Optional[tuple[torch.Tenso
     return x, y
 
 
-def _torchvision(factory: Callable[..., Dataset], root: Path, **kwargs) -> Dataset:
-    """Open a torchvision set, downloading it only when it is not already under ``root``."""
+# Where torchvision looks for each set under the data root, and the files it needs there.
+_EXPECTED_FILES = {
+    "fashion-mnist": ("FashionMNIST/raw", "train-images-idx3-ubyte, train-labels-idx1-ubyte, t10k-images-idx3-ubyte, "
+                      "t10k-labels-idx1-ubyte (each may be .gz)"),
+    "mnist": ("MNIST/raw", "train-images-idx3-ubyte, train-labels-idx1-ubyte, t10k-images-idx3-ubyte, "
+              "t10k-labels-idx1-ubyte (each may be .gz)"),
+    "cifar10": ("cifar-10-batches-py", "data_batch_1 ... data_batch_5, test_batch, batches.meta "
+                "(unpacked cifar-10-python.tar.gz)"),
+    "cifar100": ("cifar-100-python", "train, test, meta (unpacked cifar-100-python.tar.gz)"),
+    "stl10": ("stl10_binary", "train_X.bin, train_y.bin, test_X.bin, test_y.bin, class_names.txt "
+              "(unpacked stl10_binary.tar.gz)"),
+}
+
+
+def _torchvision(factory: Callable[..., Dataset], root: Path, name: str, **kwargs) -> Dataset:
+    """Open a torchvision set, downloading it only when it is not already under ``root``.
+
+    Offline (or with the server down) the failure names the files looked for and where to put them.
+    """
     try:
         return factory(str(root), download=False, **kwargs)
     except RuntimeError:
+        pass
+    try:
         return factory(str(root), download=True, **kwargs)
+    except (OSError, RuntimeError) as error:  # URLError is an OSError; a bad checksum a RuntimeError
+        folder, files = _EXPECTED_FILES[name]
+        reason = str(getattr(error, "reason", "") or error).splitlines()[0][:120] or type(error).__name__
+        extra = f", or {FASHION_MNIST_SYSTEM_DIR}" if name == "fashion-mnist" else ""
+        raise ValueError(
+            f"data set {name!r} is not on disk and could not be downloaded ({reason}); looked for {files} in "
+            f"{root / folder}{extra}; put the files there (or set HEADSTRONG_DATA / --data-root to the folder "
+            "that holds them)"
+        ) from None
 
 
 @functools.lru_cache(maxsize=8)
@@ -239,17 +276,17 @@ def _load_arrays(name: str, split: str, root: Path) -> tuple[torch.Tensor, torch
     import torchvision.datasets as tvd  # slow to import; not needed for the IDX files
 
     if name == "fashion-mnist":
-        ds = _torchvision(tvd.FashionMNIST, root, train=train)
+        ds = _torchvision(tvd.FashionMNIST, root, name, train=train)
         return ds.data[:, None].contiguous(), ds.targets
     if name == "mnist":
-        ds = _torchvision(tvd.MNIST, root, train=train)
+        ds = _torchvision(tvd.MNIST, root, name, train=train)
         return ds.data[:, None].contiguous(), ds.targets
     if name in ("cifar10", "cifar100"):
         factory = tvd.CIFAR10 if name == "cifar10" else tvd.CIFAR100
-        ds = _torchvision(factory, root, train=train)
+        ds = _torchvision(factory, root, name, train=train)
         return torch.from_numpy(ds.data).permute(0, 3, 1, 2).contiguous(), torch.tensor(ds.targets)
     if name == "stl10":
-        ds = _torchvision(tvd.STL10, root, split=split)
+        ds = _torchvision(tvd.STL10, root, name, split=split)
         return torch.from_numpy(ds.data).contiguous(), torch.from_numpy(ds.labels.astype(np.int64))
     raise _unknown(name)
 
@@ -264,7 +301,14 @@ def _imagefolder(name: str, split: str, image_size: Optional[int], augment: bool
     if augment:
         steps = [T.RandomResizedCrop(size, scale=(0.35, 1.0)), T.RandomHorizontalFlip()]
     steps += [T.ToTensor(), T.Normalize(info.mean, info.std)]
-    ds = ImageFolder(str(_folder_path(name, split)), transform=T.Compose(steps))
+    folder = _folder_path(name, split)
+    try:
+        ds = ImageFolder(str(folder), transform=T.Compose(steps))
+    except FileNotFoundError as error:  # a class folder without a single image file
+        raise ValueError(
+            f"image folder {str(folder)!r}: {str(error).splitlines()[0]}; every class folder needs image files "
+            "(.jpg, .png, ...)"
+        ) from None
     if tuple(ds.classes) != info.classes:
         raise ValueError(
             f"image folder {name!r}: split {split!r} has classes {ds.classes}, "

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import errno
 import functools
+import linecache
 import sys
 from typing import Any, Callable, Optional, Sequence, TypeVar
 
@@ -47,12 +48,9 @@ def fail(message: str) -> None:
 
 def _os_message(error: OSError) -> Optional[str]:
     """A one-line message for an OSError that is the user's or the machine's, not a bug."""
-    name = error.filename if error.filename is not None else "(unnamed file)"
-    if error.errno == errno.ENOSPC:
-        return (f"disk full while writing {name}; free some space and rerun the same command: "
-                "what was written so far is kept and the run resumes from it")
-    if error.errno == errno.EDQUOT:
-        return f"disk quota exceeded while writing {name}; free some space and rerun the same command"
+    if error.filename is None:
+        return None  # no path to name: a library's own failure, keep its traceback
+    name = error.filename
     if isinstance(error, FileNotFoundError):
         return f"no such file or folder: {name}; check the path"
     if isinstance(error, IsADirectoryError):
@@ -76,9 +74,36 @@ def _run_failure(error: BaseException) -> Optional[str]:
     return None
 
 
+def _raised_on_purpose(error: BaseException) -> bool:
+    """Whether the innermost frame of ``error`` is a ``raise`` statement (a check that refused
+    something), not the interpreter failing on a wrong type (``None[0]``: a bug)."""
+    tb = error.__traceback__
+    if tb is None:
+        return True
+    while tb.tb_next is not None:
+        tb = tb.tb_next
+    line = linecache.getline(tb.tb_frame.f_code.co_filename, tb.tb_lineno).strip()
+    return line.startswith("raise ")
+
+
+def _disk_full(error: BaseException) -> bool:
+    """ENOSPC, also where a library kept only the text (pyarrow) or its own words (torch.save)."""
+    text = str(error)
+    return (getattr(error, "errno", None) in (errno.ENOSPC, errno.EDQUOT) or "No space left on device" in text
+            or (isinstance(error, RuntimeError) and "file write failed" in text))
+
+
 def bad_input_message(error: BaseException) -> Optional[str]:
-    """The one-line message for an exception that means bad input, or None for anything else."""
-    if isinstance(error, (ValueError, TypeError)):
+    """The one-line message for an exception that means bad input, or None for anything else.
+
+    A TypeError counts only when a check raised it on purpose; ``'NoneType' object is not
+    subscriptable`` is a bug and keeps its traceback.
+    """
+    if _disk_full(error):
+        name = getattr(error, "filename", None) or "a file"
+        return (f"disk full while writing {name}; free some space and rerun the same command: "
+                "what was written so far is kept and the run resumes from it")
+    if isinstance(error, ValueError) or (isinstance(error, TypeError) and _raised_on_purpose(error)):
         return one_line(str(error)) or type(error).__name__
     if isinstance(error, OSError):
         return _os_message(error)

@@ -6,6 +6,8 @@ from typing import Optional
 
 import typer
 
+from headstrong.cli._options import check_out_file, device_option, setup_compute, threads_option
+
 
 def register(app: typer.Typer) -> None:
     app.command("embed")(embed_command)
@@ -16,14 +18,14 @@ def embed_command(
     out: str = typer.Option(..., "--out", help="Output file (.pt: embeddings [C, D], classes, encoder)."),
     encoder: str = typer.Option("minilm", help="minilm, sentence-transformers:NAME, clip:ARCH/TAG, clip:ARCH@FILE, clip:ARCH/random."),
     dataset: Optional[str] = typer.Option(None, help="Check the descriptions cover exactly this data set's classes, in its order."),
-    device: str = typer.Option("cpu", help="Device for the text encoder."),
+    device: str = device_option(),
+    threads: Optional[int] = threads_option(),
     cache: bool = typer.Option(True, help="Use the on-disk embedding cache."),
 ) -> None:
     """Encode class descriptions: one unit row per class, the mean of its descriptions."""
-    from pathlib import Path
-
-    import torch
-
+    path = check_out_file(out)
+    device = setup_compute(device, threads)
+    from headstrong._atomic import atomic_torch_save
     from headstrong.textguided import descriptions as desc_mod
     from headstrong.textguided.encoders import encode_classes
 
@@ -34,7 +36,5 @@ def embed_command(
         classes = list(dataset_info(dataset).classes)
     desc = desc_mod.load(descriptions, classes=classes)
     emb = encode_classes(desc, encoder, classes=classes, cache=cache, device=device)
-    path = Path(out)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    torch.save({"embeddings": emb, "classes": list(desc), "encoder": encoder, "descriptions": descriptions}, path)
+    atomic_torch_save({"embeddings": emb, "classes": list(desc), "encoder": encoder, "descriptions": descriptions}, path)
     typer.echo(f"wrote {emb.shape[0]} x {emb.shape[1]} class embeddings ({encoder}) to {path}")

@@ -7,6 +7,11 @@ from typing import Any, Optional
 
 import typer
 
+from headstrong.cli._options import device_option, setup_compute, threads_option
+
+# Bytes a planned fault costs in memory: its index and bit, and its stored record's columns.
+_BYTES_PER_FAULT = 256
+
 
 def build_spec(spec_file: Optional[Path], options: dict[str, Any]) -> Any:
     """The spec from a TOML file (if any), overridden by the options given on the command line."""
@@ -95,6 +100,57 @@ def check_model_fits(model: Any, data: Any) -> None:
         )
 
 
+def check_fault_budget(model: Any, data: Any, spec: Any) -> None:
+    """Refuse --n-faults above the distinct faults a layer has, or above what memory can hold,
+    before a manifest of millions of units is written."""
+    import os
+
+    import torch
+
+    from headstrong import formats
+    from headstrong.campaign.spec import resolve_bits, select_layers
+    from headstrong.engine import injectable_layers
+
+    if spec.n_faults is None:
+        return
+    x = torch.as_tensor(data[0][0]).unsqueeze(0).float()
+    layers = select_layers(spec, injectable_layers(model, x))
+    modules = dict(model.named_modules())
+    sizes: dict[str, int] = {}
+
+    def count(name: str) -> Any:
+        def hook(module: Any, args: Any, out: Any) -> None:  # returns None: the output is left as it is
+            sizes.setdefault(name, out[0].numel())
+        return hook
+
+    hooks = [modules[n].register_forward_hook(count(n)) for n in layers]
+    try:
+        with torch.no_grad():
+            model.eval()(x)
+    finally:
+        for hook in hooks:
+            hook.remove()
+    bits = resolve_bits(spec, formats.get(spec.fmt))
+    strata = len(bits) if spec.per_bit else 1
+    for name in layers:
+        elements = sizes.get(name, 0) if spec.kind == "neuron" else modules[name].weight.numel()
+        population = elements * (1 if spec.per_bit else len(bits))
+        if spec.fault_model != "metadata" and spec.n_faults > population:
+            per = " per bit" if spec.per_bit else ""
+            raise ValueError(
+                f"--n-faults {spec.n_faults:,}{per} is more than layer {name!r} has distinct {spec.kind} faults "
+                f"({elements:,} elements x {1 if spec.per_bit else len(bits)} bits = {population:,}); "
+                "give at most that, or leave --n-faults out for the Leveugle sample size"
+            )
+    total = spec.n_faults * strata * len(layers)
+    available = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    if total * _BYTES_PER_FAULT > available // 2:
+        raise ValueError(
+            f"--n-faults {spec.n_faults:,} plans {total:,} faults (about {total * _BYTES_PER_FAULT / 2**30:,.1f} GiB), "
+            f"more than half of the {available / 2**30:,.1f} GiB of free memory; give fewer faults or fewer layers"
+        )
+
+
 def inject(
     model: str = typer.Argument(..., help="A checkpoint file, or a torchvision/timm/headstrong backbone name."),
     dataset: str = typer.Option("fashion-mnist", "--dataset", help="Data set name (see headstrong.data)."),
@@ -127,20 +183,22 @@ def inject(
     ),
     num_classes: Optional[int] = typer.Option(None, "--num-classes", help="Classes of a model given by name."),
     in_chans: Optional[int] = typer.Option(None, "--in-chans", help="Input channels of a model given by name."),
-    device: str = typer.Option("cpu", "--device", help="cpu, cuda, cuda:1 ..."),
+    device: str = device_option(),
+    threads: Optional[int] = threads_option(),
     backend: str = typer.Option("local", "--backend", help="local or ray."),
     ray_address: Optional[str] = typer.Option(
         None, "--ray-address", help="Existing Ray cluster ('auto' or host:port); default: $RAY_ADDRESS or a local one."
     ),
-    workers: Optional[int] = typer.Option(None, "--workers", help="Ray workers; default: one per CPU (or GPU) slot."),
-    batch_size: Optional[int] = typer.Option(None, "--batch-size", help="Faults per engine batch (default 256)."),
-    chunk_size: Optional[int] = typer.Option(None, "--chunk-size", help="Faults per stored chunk (default 2048)."),
+    workers: Optional[int] = typer.Option(None, "--workers", min=1, help="Ray workers; default: one per CPU (or GPU) slot."),
+    batch_size: Optional[int] = typer.Option(None, "--batch-size", min=1, help="Faults per engine batch (default 256)."),
+    chunk_size: Optional[int] = typer.Option(None, "--chunk-size", min=1, help="Faults per stored chunk (default 2048)."),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar."),
 ) -> None:
     """Inject single-bit faults into a model, layer by layer, and store every outcome under --out."""
     from headstrong.campaign import run_campaign
     from headstrong.campaign.storage import check_out_dir
 
+    device = setup_compute(device, threads)
     check_out_dir(out)
     spec = build_spec(spec_file, {
         "kind": kind, "layers": parse_layers(layers), "fmt": fmt, "bits": parse_bits(bits),
@@ -154,6 +212,7 @@ def inject(
     data = load_dataset(dataset, split=split)
     net = load_model(model, dataset, num_classes, in_chans)
     check_model_fits(net, data)
+    check_fault_budget(net, data, spec)
     result = run_campaign(
         net, data, spec, device=device, out=out, backend=backend, batch_size=batch_size,
         chunk_size=chunk_size, progress=progress, ray_address=ray_address,

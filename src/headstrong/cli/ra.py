@@ -8,6 +8,14 @@ from typing import Optional
 
 import typer
 
+from headstrong.cli._options import check_out_folder, device_option, progress_option, setup_compute, threads_option
+
+# Exact RA runs every site; above this many it needs --force. docs/BENCHMARKS.md measured
+# LeNet-5's 1,128,832 sites in 1,041 s (about 1,100 sites/s on one CPU, 50 images) and a tiny
+# CNN's 23,152 in 10 s: the limit is about 4 minutes at LeNet-5's rate.
+EXACT_MAX_SITES = 250_000
+EXACT_SITES_PER_S = 1_100
+
 
 def register(app: typer.Typer) -> None:
     """Add the ``ra`` command to ``app``."""
@@ -30,7 +38,10 @@ def ra_command(
     pilot_images: int = typer.Option(25, "--pilot-images", help="Images each is-b pilot fault runs on."),
     seed: int = typer.Option(0, help="Seed of the draws and of the evaluation subset."),
     range_detector: bool = typer.Option(False, help="Clamp flipped activations (GoldenEye's detector)."),
-    threads: Optional[int] = typer.Option(None, help="CPU threads for torch (default: torch's own choice)."),
+    threads: Optional[int] = threads_option(),
+    device: str = device_option(),
+    force: bool = typer.Option(False, "--force", help="Run --estimator exact even on a model too large to enumerate quickly."),
+    progress: bool = progress_option(),
     out: Path = typer.Option(Path("runs/ra"), help="Folder for results.json and convergence.png."),
 ) -> None:
     """Estimate the accuracy given one transient fault in the accelerator (Thales, HPCA 2023)."""
@@ -44,15 +55,12 @@ def ra_command(
         raise ValueError(f"--samples {samples}: must be >= 1")
     if pilot_images < 1:
         raise ValueError(f"--pilot-images {pilot_images}: must be >= 1")
-    if threads is not None:
-        if threads < 1:
-            raise ValueError(f"--threads {threads}: must be >= 1")
-        import torch
-
-        torch.set_num_threads(threads)
+    device = setup_compute(device, threads)
+    check_out_folder(out)
     hardware = Accelerator.load(accelerator)
     estimates, oracle, exact = _run(checkpoint, hardware, names, samples, fmt, dataset, max_images,
-                                    {"pilot": pilot, "pilot_images": pilot_images}, seed, range_detector, console)
+                                    {"pilot": pilot, "pilot_images": pilot_images}, seed, range_detector, console,
+                                    device=device, force=force, show=progress)
     console.print(_table(estimates, oracle, exact))
     out.mkdir(parents=True, exist_ok=True)
     from headstrong.ra.plot import convergence_plot
@@ -86,7 +94,22 @@ def _parse_estimators(text: str) -> list[str]:
     return list(dict.fromkeys(names))
 
 
-def _run(checkpoint, accelerator, names, samples, fmt, dataset, max_images, pilot_params, seed, range_detector, console):  # noqa: ANN001, ANN202
+def _check_exact_size(model, data, accelerator, fmt: str, force: bool) -> None:  # noqa: ANN001
+    """Refuse an exact enumeration that would run for hours, saying how large it is."""
+    from headstrong import formats
+    from headstrong.ra.sites import SiteSpace
+
+    sites = SiteSpace(model, accelerator, tuple(data[0][0].shape), formats.get(fmt).bits).size
+    if sites > EXACT_MAX_SITES and not force:
+        raise ValueError(
+            f"--estimator exact would enumerate {sites:,} fault sites (about {sites / EXACT_SITES_PER_S / 60:,.0f} min "
+            f"at {EXACT_SITES_PER_S:,} sites/s), above the {EXACT_MAX_SITES:,} allowed without --force; "
+            "use a sampled estimator (is-b) or add --force"
+        )
+
+
+def _run(checkpoint, accelerator, names, samples, fmt, dataset, max_images, pilot_params, seed, range_detector, console,  # noqa: ANN001, ANN202
+         *, device="cpu", force=False, show=True):
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     from headstrong.data import load_dataset
@@ -98,10 +121,13 @@ def _run(checkpoint, accelerator, names, samples, fmt, dataset, max_images, pilo
     config = config or {}
     data = load_dataset(dataset or config.get("dataset", "fashion-mnist"), split="test",
                         image_size=config.get("image_size"), limit=max_images, seed=seed)
-    oracle = make_oracle(model, data, accelerator, fmt, max_images=max_images, range_detector=range_detector)
+    if "exact" in names:
+        _check_exact_size(model, data, accelerator, fmt, force)
+    oracle = make_oracle(model, data, accelerator, fmt, max_images=max_images, range_detector=range_detector,
+                         device=device)
     estimates = {}
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                  console=console, transient=True) as bar:
+                  console=console, transient=True, disable=not show) as bar:
         task = bar.add_task("faults", total=None)
 
         def progress(done: int, total: int, phase: str) -> None:

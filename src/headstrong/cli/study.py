@@ -7,6 +7,8 @@ from typing import Optional
 
 import typer
 
+from headstrong.cli._options import device_option, progress_option, setup_compute, threads_option
+
 
 def _print_result(result) -> None:
     from rich.console import Console
@@ -37,7 +39,7 @@ def register(app: typer.Typer) -> None:
     @app.command()
     def demo(
         out: str = typer.Option("runs/demo", help="Folder for models, campaigns and the report (rerun resumes)."),
-        device: str = typer.Option("cpu", help="cpu, cuda or cuda:N."),
+        device: str = device_option(),
         backbone: str = typer.Option("cnn-small", help="Backbone for both models (built-in, torchvision or timm)."),
         formats: str = typer.Option("fp32,bf16", help="Comma-separated number formats of the neuron campaigns."),
         small_input: bool = typer.Option(False, help="CIFAR-style stem for ResNets (3x3, stride 1, no max-pool)."),
@@ -45,9 +47,11 @@ def register(app: typer.Typer) -> None:
         limit_train: Optional[int] = typer.Option(None, help="Training images (default 20000; 0 = all)."),
         n_faults: Optional[int] = typer.Option(None, help="Neuron faults per layer (default 256)."),
         max_images: Optional[int] = typer.Option(None, help="Test images the faults are applied to (default 256)."),
-        progress: bool = typer.Option(True, help="Show progress bars."),
+        threads: Optional[int] = threads_option(),
+        progress: bool = progress_option(),
     ) -> None:
         """Train a baseline and a text-guided model on Fashion-MNIST, inject faults, write the report."""
+        device = setup_compute(device, threads)
         from headstrong.study import demo_config
 
         train: dict = {"small_input": small_input} if small_input else {}
@@ -64,10 +68,14 @@ def register(app: typer.Typer) -> None:
     @app.command()
     def study(
         config_file: Path = typer.Argument(..., help="Study config (TOML), e.g. studies/fashion_mnist.toml."),
-        progress: bool = typer.Option(True, help="Show progress bars."),
+        threads: Optional[int] = threads_option(),
+        progress: bool = progress_option(),
     ) -> None:
         """Run a grid of backbones x inits x formats x seeds; resumable; one combined report."""
+        from headstrong._device import set_threads
         from headstrong.study import load_study
 
+        set_threads(threads)
         config = load_study(config_file)
+        setup_compute(config.device)  # the config's own device: a GPU this machine lacks is refused here
         _run(config, progress)

@@ -6,6 +6,8 @@ from typing import Optional
 
 import typer
 
+from headstrong.cli._options import check_out_folder, device_option, progress_option, setup_compute, threads_option
+
 
 def register(app: typer.Typer) -> None:
     app.command("train")(train_command)
@@ -34,14 +36,16 @@ def train_command(
     seed: int = typer.Option(0, help="Seed."),
     limit_train: Optional[int] = typer.Option(None, help="Train on a random subset of this many images."),
     limit_test: Optional[int] = typer.Option(None, help="Evaluate on a random subset of this many images."),
-    device: str = typer.Option("auto", help="auto, cpu, cuda, cuda:1, ..."),
+    device: str = device_option(),
     amp: bool = typer.Option(True, help="Mixed precision on CUDA."),
     workers: int = typer.Option(0, help="Data loader workers."),
     data_root: Optional[str] = typer.Option(None, help="Where torchvision data sets live."),
-    threads: Optional[int] = typer.Option(None, help="CPU threads for torch."),
-    progress: bool = typer.Option(True, help="Show a progress bar."),
+    threads: Optional[int] = threads_option(),
+    progress: bool = progress_option(),
 ) -> None:
     """Train a model; print its test top-1 at the end."""
+    setup_compute(device, threads)
+    check_out_folder(out)
     from headstrong.train import TrainConfig, train
 
     config = TrainConfig(

@@ -10,6 +10,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from headstrong._checks import check_int
+
 KINDS = ("neuron", "weight")
 NO_SAMPLE = -1  # the sample column's value for "every input" / "the i-th input"
 
@@ -103,10 +105,11 @@ class FaultSet:
                 )
             kinds.append(rec["kind"])
             layers.append(rec["layer"])
-            index.append(int(rec["index"]))
-            bit.append(int(rec["bit"]))
+            index.append(check_int(f"fault record {i}: index", rec["index"]))
+            bit.append(check_int(f"fault record {i}: bit", rec["bit"]))
             s = rec.get("sample")
-            sample.append(NO_SAMPLE if s is None or (isinstance(s, float) and math.isnan(s)) else int(s))
+            missing_sample = s is None or (isinstance(s, float) and math.isnan(s))
+            sample.append(NO_SAMPLE if missing_sample else check_int(f"fault record {i}: sample", s))
         faults = cls(kinds, layers, index, bit, sample)
         if model is not None:
             faults.validate(model)
@@ -292,6 +295,8 @@ class FaultSet:
 def _int_column(
     values: Sequence[int] | torch.Tensor | int, name: str, n: int | None = None
 ) -> torch.Tensor:
+    if isinstance(values, bool):
+        raise TypeError(f"{name} must be an integer, not {values!r}; True and False are not bit positions or indices")
     if isinstance(values, int):
         if n is None:
             raise TypeError(f"{name} must be a sequence of ints")
@@ -302,6 +307,9 @@ def _int_column(
 def int_column(values: Sequence[int] | torch.Tensor, name: str, n: int | None = None,
                unit: str = "fault") -> torch.Tensor:
     """``values`` as a 1-D int64 CPU tensor of one value per ``unit`` (n of them, if given)."""
+    if isinstance(values, (list, tuple)):
+        if any(isinstance(v, bool) for v in values):
+            raise TypeError(f"{name} must hold integers; got True/False, which torch would count as 1/0")
     t = torch.as_tensor(values)
     if t.numel() == 0:
         t = torch.zeros(0, dtype=torch.int64)

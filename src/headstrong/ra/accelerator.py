@@ -15,6 +15,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
+from headstrong._checks import check_number
+
 TYPES: tuple[str, ...] = ("input", "weight", "output", "control")
 SOFTWARE_TYPES: tuple[str, ...] = ("input", "weight", "output")
 
@@ -30,6 +32,11 @@ _TOML_KEYS = ("name", "rows", "cols", "dataflow", "shares", "fit", "control_cras
 
 
 def _check_type_map(values: Mapping[str, float], what: str) -> dict[str, float]:
+    if not isinstance(values, Mapping):
+        raise ValueError(
+            f"{what} = {values!r}: must be a table with one number per type, "
+            f"e.g. [{what}] input = 0.3056, weight = 0.3056, output = 0.2187, control = 0.17"
+        )
     unknown = sorted(set(values) - set(TYPES))
     missing = [t for t in TYPES if t not in values]
     if unknown or missing:
@@ -39,8 +46,8 @@ def _check_type_map(values: Mapping[str, float], what: str) -> dict[str, float]:
         )
     out: dict[str, float] = {}
     for t in TYPES:
-        v = float(values[t])
-        if not math.isfinite(v) or v < 0:
+        v = check_number(f"{what}[{t!r}]", values[t])  # a string or NaN is refused here
+        if v < 0:
             raise ValueError(f"{what}[{t!r}] = {values[t]!r}: must be a finite number >= 0")
         out[t] = v
     return out
@@ -89,9 +96,7 @@ class Accelerator:
         if sum(shares[t] * fit[t] for t in TYPES) <= 0:
             raise ValueError("fit rates are zero on every type that has flip-flops: no fault can occur")
         object.__setattr__(self, "fit", fit)
-        crash = float(self.control_crash)
-        if not 0.0 <= crash <= 1.0:
-            raise ValueError(f"control_crash = {self.control_crash!r}: must lie in [0, 1]")
+        crash = check_number("control_crash", self.control_crash, 0, 1)
         object.__setattr__(self, "control_crash", crash)
 
     # -- construction ------------------------------------------------------------------------
@@ -131,21 +136,18 @@ class Accelerator:
             rows=data["rows"],
             cols=data["cols"],
             dataflow=data["dataflow"],
-            shares=dict(data["shares"]),
-            fit=dict(data.get("fit", {t: 1.0 for t in TYPES})),
+            shares=data["shares"],
+            fit=data.get("fit", {t: 1.0 for t in TYPES}),
             control_crash=data.get("control_crash", 1.0),
             description=str(data.get("description", "")),
         )
 
     @classmethod
     def from_toml(cls, path: str | Path) -> "Accelerator":
-        try:
-            import tomllib
-        except ModuleNotFoundError:  # Python 3.10
-            import tomli as tomllib  # type: ignore[no-redef]
+        from headstrong.campaign.spec import read_toml
+
         path = Path(path)
-        with path.open("rb") as handle:
-            data = tomllib.load(handle)
+        data = read_toml(path, "accelerator file")
         data.setdefault("name", path.stem)
         return cls.from_dict(data)
 

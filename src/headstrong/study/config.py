@@ -86,7 +86,9 @@ def parse_study(data: dict[str, Any]) -> StudyConfig:
 
     _unknown("top level", set(data), ("study", "train", "campaign"))
     study = dict(data.get("study", {}))
+    from headstrong._device import resolve_device
     _unknown("study", set(study), STUDY_KEYS)
+    from headstrong.textguided.encoders import check_encoder
     values: dict[str, Any] = {}
     for key in ("name", "dataset", "encoder", "out", "device"):
         if key in study:
@@ -102,6 +104,10 @@ def parse_study(data: dict[str, Any]) -> StudyConfig:
     if config.dataset not in datasets and not config.dataset.startswith("imagefolder:"):
         raise ValueError(f"[study] dataset: unknown {config.dataset!r}; allowed: {', '.join(datasets)}, imagefolder:PATH")
     _check_choices("inits", config.inits, INITS)
+    if "encoder" in values:
+        check_encoder(values["encoder"])
+    if "device" in values:  # an unknown name is refused now; a missing GPU where the study runs
+        values["device"] = str(resolve_device(values["device"], available=False))
     if "baseline" not in config.inits:
         raise ValueError("[study] inits must include 'baseline': every text-guided model is compared to it")
     _check_choices("formats", config.formats, formats.list())

@@ -22,6 +22,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional, Union
 
+from headstrong._checks import parse_json
+
 PathLike = Union[str, os.PathLike]
 
 DATA_DIR = Path(__file__).resolve().parent / "data"
@@ -139,7 +141,12 @@ def parse(data: Any, source: str = "<data>", partial: bool = False) -> Descripti
             f"{source}: top level is a {type(data).__name__}; expected a JSON object "
             "({class: [descriptions]} or the full form with 'classes')"
         )
-    if isinstance(data.get("classes"), Mapping):
+    if "classes" in data and not isinstance(data["classes"], Mapping):
+        raise ValueError(
+            f"{source}: 'classes' is a {type(data['classes']).__name__}; the full form maps each class to its "
+            "descriptions ({\"classes\": {\"cat\": [\"...\"]}}) and a class may not be named 'classes'"
+        )
+    if "classes" in data:
         body: Mapping[str, Any] = data["classes"]
         questions = _check_questions(source, data["questions"]) if "questions" in data else None
         meta = {k: v for k, v in data.items() if k not in ("classes", "questions", "dataset", "generator")}
@@ -166,10 +173,11 @@ def read(name_or_path: PathLike, partial: bool = False) -> DescriptionSet:
     """Read and validate a shipped set (by name or alias) or a JSON file, keeping its metadata."""
     path = _resolve(name_or_path)
     try:
-        data = json.loads(path.read_text(encoding="utf-8"), object_pairs_hook=_reject_duplicates)
-    except json.JSONDecodeError as error:
-        raise ValueError(f"{path}: not valid JSON ({error}); expected a JSON description file") from None
-    except ValueError as error:  # duplicate keys
+        data = parse_json(path.read_text(encoding="utf-8"), str(path), "a JSON description file",
+                          object_pairs_hook=_reject_duplicates)
+    except ValueError as error:  # duplicate keys (parse_json's own errors already name the file)
+        if str(error).startswith(str(path)):
+            raise
         raise ValueError(f"{path}: {error}") from None
     return parse(data, str(path), partial=partial)
 
@@ -257,10 +265,7 @@ def read_list(path: PathLike, what: str = "entries") -> list[str]:
         raise ValueError(f"{p}: no such file; expected a JSON list or a text file of {what}, one per line")
     text = p.read_text(encoding="utf-8")
     if p.suffix.lower() == ".json":
-        try:
-            items = json.loads(text)
-        except json.JSONDecodeError as error:
-            raise ValueError(f"{p}: not valid JSON ({error}); expected a JSON list of {what}") from None
+        items = parse_json(text, str(p), f"a JSON list of {what}")
         if isinstance(items, Mapping):  # a description file: take its class names
             items = list(parse(items, str(p), partial=True).classes)
         if not isinstance(items, list) or not all(isinstance(s, str) and s.strip() for s in items):

@@ -17,11 +17,14 @@ Results are cached on disk keyed by a hash of the descriptions and the encoder: 
 
 from __future__ import annotations
 
+import contextlib
 import difflib
 import functools
 import hashlib
 import json
+import logging
 import os
+import warnings
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Callable, Optional
@@ -31,7 +34,8 @@ import torch.nn.functional as F
 
 from headstrong._atomic import atomic_torch_save
 
-__all__ = ["encode_classes", "encode_texts", "encode_names", "list_encoders", "cache_path", "default_cache_dir"]
+__all__ = ["encode_classes", "encode_texts", "encode_names", "list_encoders", "check_encoder", "cache_path",
+           "default_cache_dir"]
 
 Encoder = Callable[[list[str]], torch.Tensor]
 
@@ -111,9 +115,19 @@ def _clip(spec: str, device: str) -> Encoder:
                 f"unknown weights tag {tag!r} for {arch}; expected one of {', '.join([*tags, *_RANDOM_TAGS])}"
             )
         pretrained = tag
-    with torch.random.fork_rng(devices=[]):
+    with torch.random.fork_rng(devices=[]), _quiet_root_logger():
         torch.manual_seed(0)  # random weights are the same in every process
-        model = open_clip.create_model(arch, pretrained=pretrained, device=device)
+        try:
+            model = open_clip.create_model(arch, pretrained=pretrained, device=device)
+        except (RuntimeError, OSError) as error:
+            if tag is None or tag in _RANDOM_TAGS:
+                raise
+            first = str(error).splitlines()[0] if str(error) else type(error).__name__
+            raise ValueError(
+                f"cannot fetch the CLIP weights {arch}/{tag} (offline, or the hub is unreachable: {first[:160]}); "
+                f"run once with network access (they are cached), give a local file as clip:{arch}@/path/to/weights, "
+                "or use --encoder minilm, which works offline"
+            ) from None
     model.eval()
     tokenizer = open_clip.get_tokenizer(arch)
 
@@ -123,6 +137,19 @@ def _clip(spec: str, device: str) -> Encoder:
         return torch.cat(chunks).float().cpu()
 
     return encode
+
+
+@contextlib.contextmanager
+def _quiet_root_logger():
+    """open_clip reports a failed download with ``logging.error``, which installs a handler on
+    the root logger and prints a second message; the failure is raised as one error instead."""
+    root = logging.getLogger()
+    guard = logging.NullHandler()
+    root.addHandler(guard)
+    try:
+        yield
+    finally:
+        root.removeHandler(guard)
 
 
 @functools.lru_cache(maxsize=4)
@@ -138,11 +165,21 @@ def _get_encoder(name: str, device: str) -> Encoder:
     raise _unknown_encoder(name)
 
 
-def _check_name(name: str) -> None:
+def check_encoder(name: object) -> str:
+    """``name`` when it has one of the forms of ``list_encoders()``; nothing is loaded, so a
+    config can be checked before an hour of work starts."""
+    if not isinstance(name, str):
+        raise TypeError(f"encoder must be a string; got {name!r}; expected one of {', '.join(list_encoders())}")
     prefix, sep, rest = name.partition(":")
-    if name == "minilm" or (sep and prefix in ("sentence-transformers", "clip") and rest):
-        return
+    if name == "minilm" or (sep and prefix == "sentence-transformers" and rest):
+        return name
+    if sep and prefix == "clip" and rest:
+        _parse_clip(rest)
+        return name
     raise _unknown_encoder(name)
+
+
+_check_name = check_encoder
 
 
 def encode_texts(texts: Sequence[str], encoder: str = "minilm", device: str = "cpu") -> torch.Tensor:
@@ -225,9 +262,9 @@ def encode_classes(
     _check_name(encoder)
     path = cache_path(desc, encoder, cache_dir)
     if cache and path.is_file():
-        stored = torch.load(path, map_location="cpu", weights_only=True)
-        if stored.get("classes") == list(desc):
-            return stored["embeddings"]
+        stored = _read_cache(path, list(desc))
+        if stored is not None:
+            return stored
     texts = [t for ts in desc.values() for t in ts]
     flat = F.normalize(encode_texts(texts, encoder, device), dim=1)
     rows, start = [], 0
@@ -238,6 +275,29 @@ def encode_classes(
     if cache:
         atomic_torch_save({"embeddings": emb, "classes": list(desc), "encoder": encoder}, path)
     return emb
+
+
+def _read_cache(path: Path, classes: list[str]) -> Optional[torch.Tensor]:
+    """The cached [C, D] unit rows for ``classes``, or None (with a warning naming the file) when
+    the file is damaged: unreadable, another layout, no rows, or rows that are not unit vectors."""
+    try:
+        stored = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # noqa: BLE001 - any failure to read means the same: rebuild
+        problem = f"unreadable ({type(error).__name__})"
+    else:
+        emb = stored.get("embeddings") if isinstance(stored, dict) else None
+        if not isinstance(stored, dict) or not isinstance(emb, torch.Tensor):
+            problem = "no embeddings tensor in it"
+        elif stored.get("classes") != classes:
+            return None  # a hash collision or an older layout: not this entry, leave it
+        elif emb.ndim != 2 or emb.shape[0] != len(classes) or emb.shape[1] == 0:
+            problem = f"shape {tuple(emb.shape)}, expected [{len(classes)}, D]"
+        elif not bool(torch.isfinite(emb).all()) or not torch.allclose(emb.float().norm(dim=1), torch.ones(len(classes)), atol=1e-3):
+            problem = "rows that are not finite unit vectors"
+        else:
+            return emb
+    warnings.warn(f"embeddings cache {path} is damaged ({problem}); rebuilding it", stacklevel=3)
+    return None
 
 
 def encode_names(

@@ -21,6 +21,7 @@ import torch
 from torch import nn
 
 from headstrong._atomic import atomic_torch_save
+from headstrong._checks import check_int
 from headstrong.textguided.models import model_from_spec
 
 __all__ = ["save_checkpoint", "load_checkpoint", "read_checkpoint", "register_rebuild", "model_from_payload", "CHECKPOINT_FORMAT"]
@@ -51,6 +52,32 @@ def _replay(model: nn.Module, steps: list[dict[str, Any]], path: Path) -> nn.Mod
             )
         model = fn(model, step)
     return model
+
+
+# The spec entries each model kind is rebuilt from (textguided.models.model_from_spec).
+_SPEC_KEYS = {
+    "baseline": ("backbone", "num_classes", "in_chans", "small_input"),
+    "text": ("backbone", "num_classes", "in_chans", "small_input", "embed_dim", "freeze_head", "max_logit_scale",
+             "logit_scale_init", "init"),
+}
+# ImageNet-21k has 21,843 classes; a spec asking for 1e10 would allocate terabytes before failing.
+_MAX_CLASSES = 1_000_000
+
+
+def _check_spec(spec: Any, path: Path) -> None:
+    """Refuse an edited or foreign model spec before it allocates anything."""
+    if not isinstance(spec, dict) or spec.get("kind") not in _SPEC_KEYS:
+        kind = spec.get("kind") if isinstance(spec, dict) else None
+        raise ValueError(f"checkpoint {path}: model spec kind {kind!r} is not one of {', '.join(_SPEC_KEYS)}; "
+                         "use a checkpoint written by headstrong train")
+    missing = [k for k in _SPEC_KEYS[spec["kind"]] if k not in spec]
+    if missing:
+        raise ValueError(f"checkpoint {path}: its model spec lacks {', '.join(missing)}; "
+                         "use a checkpoint written by headstrong train (this one was edited or is foreign)")
+    check_int(f"checkpoint {path}: num_classes", spec["num_classes"], 2, _MAX_CLASSES)
+    check_int(f"checkpoint {path}: in_chans", spec["in_chans"], 1, 4096)
+    if spec.get("embed_dim") is not None:
+        check_int(f"checkpoint {path}: embed_dim", spec["embed_dim"], 1, 1_000_000)
 
 
 def model_from_payload(payload: dict[str, Any], path: str | Path) -> nn.Module:
@@ -149,6 +176,7 @@ def load_checkpoint(
     if steps and model is not None:
         raise ValueError(f"checkpoint {path} holds a hardened model, which rebuilds itself; omit model=")
     if model is None:
+        _check_spec(spec, path)
         model = _replay(model_from_spec(spec), steps, path)
     else:
         other = getattr(model, "spec", None)

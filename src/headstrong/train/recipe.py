@@ -27,6 +27,8 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
+from headstrong._checks import check_bool, check_int, check_number, check_text
+from headstrong._device import resolve_device, set_threads
 from headstrong._lock import hold_folder
 from headstrong.data import DatasetInfo, dataset_info, load_dataset
 from headstrong.textguided.models import (
@@ -35,6 +37,7 @@ from headstrong.textguided.models import (
     TextGuidedClassifier,
     build_baseline,
 )
+from headstrong.textguided.encoders import check_encoder
 from headstrong.train.checkpoints import model_from_payload, read_checkpoint, save_checkpoint
 
 __all__ = ["TrainConfig", "TrainResult", "train", "build_model", "class_embeddings_for", "evaluate"]
@@ -81,17 +84,30 @@ class TrainConfig:
     threads: Optional[int] = None
 
     def __post_init__(self) -> None:
+        """Refuse what would train nonsense without failing: a NaN or negative rate, a float
+        epoch count, a string where a number belongs, a device this machine lacks."""
         if self.head not in HEADS:
             raise ValueError(f"unknown head {self.head!r}; expected one of {', '.join(HEADS)}")
         if self.init not in INITS:
             raise ValueError(f"unknown init {self.init!r}; expected one of {', '.join(INITS)}")
-        for name in ("epochs", "batch_size"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be at least 1; got {getattr(self, name)}")
-        if self.lr <= 0:
-            raise ValueError(f"lr must be positive; got {self.lr}")
-        if not 0 <= self.label_smoothing < 1:
-            raise ValueError(f"label_smoothing must be in [0, 1); got {self.label_smoothing}")
+        for name in ("dataset", "backbone", "device"):
+            check_text(name, getattr(self, name))
+        for name in ("descriptions", "embeddings", "data_root"):
+            check_text(name, getattr(self, name), none_ok=True)
+        check_encoder(self.encoder)
+        resolve_device(self.device)
+        for name, low in (("epochs", 1), ("batch_size", 1), ("seed", 0), ("num_workers", 0)):
+            setattr(self, name, check_int(name, getattr(self, name), low))
+        for name, low in (("limit_train", 1), ("limit_test", 1), ("image_size", 8), ("embed_dim", 1), ("threads", 1)):
+            setattr(self, name, check_int(name, getattr(self, name), low, none_ok=True))
+        self.lr = check_number("lr", self.lr, 0, low_open=True)
+        self.momentum = check_number("momentum", self.momentum, 0, 1, high_open=True)
+        self.weight_decay = check_number("weight_decay", self.weight_decay, 0)
+        self.label_smoothing = check_number("label_smoothing", self.label_smoothing, 0, 1, high_open=True)
+        self.warmup_epochs = check_number("warmup_epochs", self.warmup_epochs, 0, self.epochs)
+        self.max_logit_scale = check_number("max_logit_scale", self.max_logit_scale, 0, low_open=True, none_ok=True)
+        for name in ("nesterov", "augment", "small_input", "freeze_head", "amp", "channels_last"):
+            check_bool(name, getattr(self, name))
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -113,17 +129,22 @@ class TrainResult:
     config: Optional[TrainConfig] = None
 
 
-def _device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
-
-
 def _load_embedding_file(path: str, info: DatasetInfo) -> torch.Tensor:
-    data = torch.load(path, map_location="cpu", weights_only=True)
+    """The [C, D] rows of a file written by ``headstrong embed``, checked against the data set."""
+    write = f"write one with headstrong embed --descriptions {info.name} --out FILE"
+    if not Path(path).is_file():
+        raise ValueError(f"--embeddings {path!r}: no such file; {write}")
+    try:
+        data = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # noqa: BLE001 - any unreadable file means the same to the user
+        raise ValueError(f"--embeddings {path!r} is not a readable torch file ({type(error).__name__}); {write}") from None
+    if isinstance(data, dict) and "embeddings" not in data:
+        raise ValueError(f"--embeddings {path!r} has no 'embeddings' entry (keys: {sorted(map(str, data))}); {write}")
     emb = data["embeddings"] if isinstance(data, dict) else data
     classes = data.get("classes") if isinstance(data, dict) else None
-    if emb.ndim != 2 or emb.shape[0] != info.num_classes:
+    if not isinstance(emb, torch.Tensor) or not emb.is_floating_point():
+        raise ValueError(f"--embeddings {path!r} holds a {type(emb).__name__}, not a float tensor [C, D]; {write}")
+    if emb.ndim != 2 or emb.shape[0] != info.num_classes or emb.shape[1] == 0:
         raise ValueError(
             f"class embeddings in {path} have {emb.shape[0] if emb.ndim else 0} rows, but "
             f"{info.name} has {info.num_classes} classes; encode one embedding per class "
@@ -134,6 +155,8 @@ def _load_embedding_file(path: str, info: DatasetInfo) -> torch.Tensor:
             f"class embeddings in {path} are for classes {list(classes)}, but {info.name} has "
             f"{list(info.classes)} (same order needed)"
         )
+    if not bool(torch.isfinite(emb).all()):
+        raise ValueError(f"--embeddings {path!r} holds NaN or infinite values; {write}")
     return emb.float()
 
 
@@ -270,9 +293,8 @@ def train(config: TrainConfig, out_dir: str | Path, progress: bool = True, *,
 def _train_held(config: TrainConfig, out: Path, progress: bool, start: Optional[nn.Module] = None,
                 forward: Optional[Forward] = None) -> TrainResult:
     ckpt_path = out / CHECKPOINT_NAME
-    if config.threads:
-        torch.set_num_threads(config.threads)
-    device = _device(config.device)
+    set_threads(config.threads)
+    device = resolve_device(config.device)
     info = dataset_info(config.dataset)
     saved = read_checkpoint(ckpt_path) if ckpt_path.exists() else None
     if saved is not None:
