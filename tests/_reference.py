@@ -44,6 +44,25 @@ def _profile(model: nn.Module, x: torch.Tensor, names: list[str]) -> dict[str, f
     return peak
 
 
+def _hold_weights(modules: dict[str, nn.Module], targets: list[str], fmt: str) -> None:
+    """Every targeted weight held in ``fmt`` (each with its own max |w| as scale), in place."""
+    if fmt == "fp32":
+        return
+    for name in targets:
+        w = getattr(modules[name], "weight", None)
+        if isinstance(w, torch.Tensor):
+            w.copy_(_fmt_for(fmt, float(w.abs().max())).quantize(w))
+
+
+def _hold_outputs(modules: dict[str, nn.Module], targets: list[str], fmt: str, peak: dict[str, float]) -> None:
+    """Every targeted output held in ``fmt`` (scale from its profiled max |x|), by hooks."""
+    if fmt == "fp32":
+        return
+    for name in targets:
+        g = _fmt_for(fmt, peak[name])
+        modules[name].register_forward_hook(lambda mod, args, out, g=g: g.quantize(out).to(out.dtype))
+
+
 def reference_inject(model: nn.Module, x: torch.Tensor, records: list[dict], fmt: str = "fp32",
                      range_detector: bool = True) -> torch.Tensor:
     """Logits [len(records), len(x), C]: a deep copy per fault, a forward pass per image."""
@@ -57,11 +76,7 @@ def reference_inject(model: nn.Module, x: torch.Tensor, records: list[dict], fmt
         net = copy.deepcopy(model)
         modules = dict(net.named_modules())
         if rec["kind"] == "neuron":
-            if fmt != "fp32":
-                for name in targets:
-                    layer_fmt = _fmt_for(fmt, peak[name])
-                    modules[name].register_forward_hook(
-                        lambda mod, args, out, f=layer_fmt: f.quantize(out).to(out.dtype))
+            _hold_outputs(modules, targets, fmt, peak)
             layer_fmt = _fmt_for(fmt, peak[rec["layer"]])
 
             def flip(mod, args, out, rec=rec, f=layer_fmt):
@@ -79,11 +94,7 @@ def reference_inject(model: nn.Module, x: torch.Tensor, records: list[dict], fmt
             modules[rec["layer"]].register_forward_hook(flip)
         else:
             with torch.no_grad():
-                if fmt != "fp32":
-                    for name in targets:
-                        w = getattr(modules[name], "weight", None)
-                        if isinstance(w, torch.Tensor):
-                            w.copy_(_fmt_for(fmt, float(w.abs().max())).quantize(w))
+                _hold_weights(modules, targets, fmt)
                 w = modules[rec["layer"]].weight
                 layer_fmt = _fmt_for(fmt, float(model.get_submodule(rec["layer"]).weight.abs().max()))
                 flipped_all = layer_fmt.flip(w, rec["bit"])
@@ -101,17 +112,11 @@ def reference_golden(model: nn.Module, x: torch.Tensor, fmt: str = "fp32", kind:
     targets = _targets(net)
     modules = dict(net.named_modules())
     peak = _profile(net, x, targets)
-    if fmt != "fp32":
-        for name in targets:
-            if kind == "neuron":
-                layer_fmt = _fmt_for(fmt, peak[name])
-                modules[name].register_forward_hook(lambda mod, args, out, f=layer_fmt: f.quantize(out).to(out.dtype))
-            else:
-                w = getattr(modules[name], "weight", None)
-                if isinstance(w, torch.Tensor):
-                    with torch.no_grad():
-                        w.copy_(_fmt_for(fmt, float(w.abs().max())).quantize(w))
     with torch.no_grad():
+        if kind == "neuron":
+            _hold_outputs(modules, targets, fmt, peak)
+        else:
+            _hold_weights(modules, targets, fmt)
         return torch.stack([net(x[i : i + 1])[0] for i in range(len(x))])
 
 
@@ -122,3 +127,51 @@ def assert_logits_match(got: torch.Tensor, want: torch.Tensor, rtol: float) -> N
     scale = want.abs().where(finite, torch.zeros_like(want)).amax(dim=-1, keepdim=True).clamp(min=1.0)
     err = ((got - want).abs() / scale).where(finite, torch.zeros_like(want))
     assert float(err.max()) <= rtol, f"max relative error {float(err.max()):.3g}"
+
+
+def reference_value_inject(model: nn.Module, x: torch.Tensor, records: list[dict], fmt: str = "fp32",
+                           range_detector: bool = True, value_fn=None) -> torch.Tensor:
+    """Value faults, literally: per fault and image a deep copy whose one element (``kind``,
+    ``layer``, ``index``) becomes ``value`` (or ``value_fn`` of the value the format held there),
+    held in the format; every targeted tensor held in the format as in ``reference_inject``."""
+    model = copy.deepcopy(model).eval()
+    targets = _targets(model)
+    peak = _profile(model, x, list(dict.fromkeys(targets + [r["layer"] for r in records])))
+
+    def new_value(f, old: torch.Tensor, rec: dict) -> torch.Tensor:
+        v = value_fn(old.reshape(1)).reshape(()) if value_fn is not None else torch.tensor(float(rec["value"]))
+        return f.quantize(v.reshape(1).to(torch.float32))[0]
+
+    results = []
+    for rec in records:
+        row = []
+        for i in range(len(x)):
+            net = copy.deepcopy(model)
+            modules = dict(net.named_modules())
+            with torch.no_grad():
+                if rec["kind"] == "weight":
+                    _hold_weights(modules, targets, fmt)
+                    w = modules[rec["layer"]].weight
+                    f = _fmt_for(fmt, float(model.get_submodule(rec["layer"]).weight.abs().max()))
+                    w.view(-1)[rec["index"]] = new_value(f, w.view(-1)[rec["index"]].clone(), rec)
+                else:
+                    _hold_outputs(modules, targets, fmt, peak)
+                    f = _fmt_for(fmt, peak[rec["layer"]])
+
+                    def write(mod, args, out, rec=rec, f=f):
+                        out = out.clone(memory_format=torch.contiguous_format)
+                        flat = out[0].reshape(-1)
+                        old = flat[rec["index"]].clone()
+                        value = new_value(f, old, rec)
+                        changed = not (value == old or (value.isnan() and old.isnan()))
+                        if range_detector and changed:
+                            bound = peak[rec["layer"]]
+                            if not torch.isfinite(value) or abs(float(value)) > bound:
+                                value = torch.tensor(-bound if float(value) < 0 else bound)
+                        flat[rec["index"]] = value
+                        return out
+
+                    modules[rec["layer"]].register_forward_hook(write)
+                row.append(net(x[i : i + 1])[0])
+        results.append(torch.stack(row))
+    return torch.stack(results)

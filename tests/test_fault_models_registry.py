@@ -18,7 +18,7 @@ from headstrong.faults.models import (
 
 LAYERS = {"conv1": 300, "fc": 40}
 PARAMS = {"multi-bit": {"k": 2}, "multi-site": {"n": 3}, "ber": {"p": 1e-3}}
-ALL = ["flip", "stuck-at-0", "stuck-at-1", "multi-bit", "multi-site", "ber", "metadata"]
+ALL = ["flip", "stuck-at-0", "stuck-at-1", "multi-bit", "multi-site", "ber", "metadata", "zero", "random-value"]
 
 
 def sample(name: str, fmt: str = "int8", seed: int = 0, count: int = 50, **extra: object) -> FaultEdits:
@@ -124,7 +124,7 @@ def test_edit_records_round_trip_and_are_checked() -> None:
         FaultEdits.from_records([{"fault": 0, "kind": "neuron", "layer": "fc", "index": 1, "op": "flip"}])
     with pytest.raises(ValueError, match="n_faults=1 but edits name fault 2"):
         FaultEdits([2], "neuron", "fc", [1], "flip", [1], n_faults=1)
-    assert OPS == ("flip", "set0", "set1", "meta")
+    assert OPS == ("flip", "set0", "set1", "meta", "value")
 
 
 # ---------------------------------------------------------------- bad input (issue, item 4)

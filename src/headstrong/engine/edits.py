@@ -12,15 +12,17 @@ evaluated: its outputs equal the golden ones.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Callable, Optional
 
 import torch
 
 from headstrong.faults.faultset import KINDS
 from headstrong.faults.models import OPS
+from headstrong.faults.value_models import FUNCTION_MASK, mask_values
 
 NEURON, WEIGHT = KINDS.index("neuron"), KINDS.index("weight")
-FLIP, SET0, SET1, META = (OPS.index(o) for o in ("flip", "set0", "set1", "meta"))
+FLIP, SET0, SET1, META, VALUE = (OPS.index(o) for o in ("flip", "set0", "set1", "meta", "value"))
+ValueFn = Optional[Callable[[torch.Tensor], torch.Tensor]]
 
 
 def _or_reduce(keys: torch.Tensor, masks: torch.Tensor, width: int, parity: bool) -> tuple[torch.Tensor, torch.Tensor]:
@@ -42,7 +44,7 @@ def _or_reduce(keys: torch.Tensor, masks: torch.Tensor, width: int, parity: bool
 
 def edit_tensor(
     x: torch.Tensor, fmt: Any, rows: torch.Tensor, index: torch.Tensor, op: torch.Tensor,
-    mask: torch.Tensor, bound: float | None = None,
+    mask: torch.Tensor, bound: float | None = None, value_fn: ValueFn = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """``x`` [R, ...], already held in ``fmt``, with the edits applied (a new tensor): edit i
     hits row ``rows[i]``, flat element ``index[i]`` of that row, with ``op[i]`` and ``mask[i]``.
@@ -51,7 +53,8 @@ def edit_tensor(
     formats, whose exponent it keeps); a metadata edit re-decodes its row. Returns the tensor
     and, per edit, whether it changed anything (an element's pattern; for metadata, any value
     of the row). With ``bound`` (the range detector), changed values that are NaN, infinite or
-    beyond ``±bound`` become ``±bound`` (NaN: +bound).
+    beyond ``±bound`` become ``±bound`` (NaN: +bound). ``value_fn``: the edits' function of the
+    old value, for ``value`` edits that carry one.
     """
     n, per = len(x), x[0].numel() if len(x) else 0
     device = x.device
@@ -87,23 +90,25 @@ def edit_tensor(
     element = ~meta
     if bool(element.any()):
         keys, inverse, values, changed = edit_sparse(x, fmt, rows[element] * per + index[element],
-                                                      op[element], mask[element])
+                                                     op[element], mask[element], value_fn=value_fn)
         flat[keys] = detect(values, changed).to(flat.dtype)
         edit_changed[element] = changed[inverse]
     return flat.view(x.shape), edit_changed
 
 
 def edited_elements(weight: torch.Tensor, fmt: Any, index: torch.Tensor, op: torch.Tensor,
-                    mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+                    mask: torch.Tensor, value_fn: ValueFn = None) -> tuple[torch.Tensor, torch.Tensor]:
     """The new value of element ``index[i]`` of ``weight`` (held in ``fmt``) under edit i
     alone (one fault each), and whether it changed: one vectorised gather, one format pass."""
     device = weight.device
-    _, _, new, hit = edit_sparse(weight, fmt, index.to(device), op.to(device), mask.to(device), combine=False)
+    _, _, new, hit = edit_sparse(weight, fmt, index.to(device), op.to(device), mask.to(device), combine=False,
+                                 value_fn=value_fn)
     return new.to(weight.dtype), hit
 
 
 def edit_sparse(x: torch.Tensor, fmt: Any, key: torch.Tensor, op: torch.Tensor, mask: torch.Tensor,
-                 combine: bool = True) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+                combine: bool = True, value_fn: ValueFn = None
+                ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """Edits of elements of ``x`` (held in ``fmt``) at flat ``key``s, combined per element (XOR
     parity of the flips, then the bits cleared, then those set) and applied to each element
     alone, with its block for block formats: distinct keys, each edit's key position, the new
@@ -141,9 +146,40 @@ def edit_sparse(x: torch.Tensor, fmt: Any, key: torch.Tensor, op: torch.Tensor, 
     if windows is None:
         dense = [m[:, None] for m in masks]
         new, unchanged = fmt.apply_masks(values, *dense)
-        return keys, inverse, new[:, 0], ~unchanged[:, 0]
+        new, changed = new[:, 0], ~unchanged[:, 0]
+        if bool((op == VALUE).any()):
+            new, changed = _write_values(fmt, values[:, 0], new, changed, inverse[op == VALUE], mask[op == VALUE],
+                                         value_fn)
+        return keys, inverse, new, changed
+    if bool((op == VALUE).any()):
+        raise ValueError(f"value edits write a whole element; {fmt.name}'s elements share block exponents")
     hit = torch.arange(block, device=flat.device)[None, :] == at[:, None]
     dense = [torch.where(hit, m[:, None], torch.zeros_like(m[:, None])) for m in masks]
     new, unchanged = fmt.apply_masks(values, *dense)
     rows = torch.arange(len(keys), device=flat.device)
     return keys, inverse, new[rows, at], ~unchanged[rows, at]
+
+
+def _write_values(fmt: Any, held: torch.Tensor, new: torch.Tensor, changed: torch.Tensor, at: torch.Tensor,
+                  mask: torch.Tensor, value_fn: ValueFn) -> tuple[torch.Tensor, torch.Tensor]:
+    """``new`` with the elements at positions ``at`` set by value edits (the float32 in ``mask``, or
+    ``value_fn`` of their value so far), held in ``fmt``; ``changed`` against ``held``, the value
+    the element had before any edit."""
+    old = new[at]
+    if value_fn is None:
+        if bool((mask == FUNCTION_MASK).any()):
+            raise ValueError("value edits of a fault model that computes values from the old ones reached "
+                             "the engine without its function: pass the edits' value_fn")
+        written = mask_values(mask).to(old.device)
+    else:
+        written = value_fn(old.clone())
+        if not isinstance(written, torch.Tensor) or written.shape != old.shape:
+            got = tuple(written.shape) if isinstance(written, torch.Tensor) else type(written).__name__
+            raise ValueError(f"a value fault's function must return a tensor shaped like its input "
+                             f"{tuple(old.shape)}; got {got}")
+    written = fmt.quantize(written.to(device=old.device, dtype=torch.float32))
+    new, changed = new.clone(), changed.clone()
+    new[at] = written
+    before = held[at]
+    changed[at] = (written != before) & ~(written.isnan() & before.isnan())
+    return new, changed

@@ -165,7 +165,8 @@ def inject_edits(
                 sel = e[~neuron][edits.layer_ids[e[~neuron]] == lid].unique()
                 w = base.get(f"{name}.weight", modules[name].weight.detach())
                 new, changed = edit_tensor(w.unsqueeze(0), w_fmts[name], torch.zeros_like(sel),
-                                           edits.index[sel], edits.op_codes[sel], edits.mask[sel])
+                                           edits.index[sel], edits.op_codes[sel], edits.mask[sel],
+                                           value_fn=edits.value_fn)
                 state[f"{name}.weight"] = new[0]
                 if bool(changed.any()):
                     changed_rows[:] = True
@@ -179,7 +180,7 @@ def inject_edits(
 
                     def hook(mod: nn.Module, args: Any, out: torch.Tensor, pe=pe, pr=pr, name=name, bound=bound) -> torch.Tensor:
                         new, changed = edit_tensor(out, out_fmts[name], pr, edits.index[pe], edits.op_codes[pe],
-                                                   edits.mask[pe], bound)
+                                                   edits.mask[pe], bound, edits.value_fn)
                         changed_rows[pr[changed.cpu()]] = True
                         return new
 

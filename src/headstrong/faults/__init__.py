@@ -17,6 +17,8 @@ from headstrong.faults.models import (
     register_fault_model,
 )
 from headstrong.faults.sampling import sample_neuron_faults, sample_size, sample_weight_faults
+from headstrong.faults.value_models import RandomValue, ValueFault, ValueFunction, Zero
 
-__all__ = ["KINDS", "FaultEdits", "FaultModel", "FaultSet", "get_fault_model", "list_fault_models",
-           "register_fault_model", "sample_neuron_faults", "sample_size", "sample_weight_faults"]
+__all__ = ["KINDS", "FaultEdits", "FaultModel", "FaultSet", "RandomValue", "ValueFault", "ValueFunction", "Zero",
+           "get_fault_model", "list_fault_models", "register_fault_model", "sample_neuron_faults", "sample_size",
+           "sample_weight_faults"]

@@ -13,7 +13,10 @@ weight: an element of the weight tensor), a layer, a flat index, an operation an
 * ``set0`` / ``set1``: force the bits of ``mask`` to 0 / 1 (stuck-at; an edit that finds the bits
   already at that value changes nothing and counts as masked);
 * ``meta``: XOR ``mask`` into the metadata the element depends on (the float32 scale of an int
-  tensor, or the 8-bit exponent field of the element's block), so every value sharing it changes.
+  tensor, or the 8-bit exponent field of the element's block), so every value sharing it changes;
+* ``value``: the element takes a new value, held in the format: the float32 whose bit pattern
+  ``mask`` holds, or ``value_fn(old)`` when the edits carry a ``value_fn`` (value faults:
+  ``headstrong.faults.value_models``).
 
 A fault is all its edits at once, applied to every input (``sample == -1``) or to one input
 row (``sample >= 0``: activations resampled per inference). Weight faults are permanent for the
@@ -34,7 +37,7 @@ from headstrong import formats
 from headstrong._registry import Registry
 from headstrong.faults.faultset import KINDS, NO_SAMPLE, FaultSet, int_column
 
-OPS = ("flip", "set0", "set1", "meta")
+OPS = ("flip", "set0", "set1", "meta", "value")
 
 M = TypeVar("M", bound=Callable[..., "FaultModel"])
 _MODELS: Registry[Callable[..., "FaultModel"]] = Registry("fault model")
@@ -54,7 +57,7 @@ class FaultEdits:
     """
 
     __slots__ = ("fault", "kind_codes", "layer_ids", "layer_names", "index", "op_codes", "mask",
-                 "sample", "n_faults", "model", "base_kind")
+                 "sample", "n_faults", "model", "base_kind", "value_fn")
 
     def __init__(
         self,
@@ -68,6 +71,7 @@ class FaultEdits:
         n_faults: int | None = None,
         model: str = "flip",
         base_kind: str = "neuron",
+        value_fn: Callable[[torch.Tensor], torch.Tensor] | None = None,
     ) -> None:
         self.fault = int_column(fault, "fault", unit="edit")
         n = len(self.fault)
@@ -116,6 +120,7 @@ class FaultEdits:
         self.n_faults = int(n_faults)
         self.model = str(model)
         self.base_kind = base_kind  # the kind of the campaign: how a fault with no edit is held
+        self.value_fn = value_fn  # value edits: the element's new value from its old one
 
     # construction and views -------------------------------------------------------------------
     @classmethod
@@ -175,7 +180,7 @@ class FaultEdits:
         for name in ("fault", "kind_codes", "layer_ids", "index", "op_codes", "mask", "sample"):
             setattr(new, name, getattr(self, name)[rows])
         new.layer_names, new.n_faults, new.model = self.layer_names, self.n_faults, self.model
-        new.base_kind = self.base_kind
+        new.base_kind, new.value_fn = self.base_kind, self.value_fn
         return new
 
     def with_sample(self, sample: torch.Tensor) -> FaultEdits:
@@ -193,8 +198,8 @@ class FaultEdits:
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, FaultEdits):
             return NotImplemented
-        mine = (self.n_faults, self.model, self.base_kind, self.to_records())
-        return mine == (other.n_faults, other.model, other.base_kind, other.to_records())
+        mine = (self.n_faults, self.model, self.base_kind, self.value_fn, self.to_records())
+        return mine == (other.n_faults, other.model, other.base_kind, other.value_fn, other.to_records())
 
     def validate(self, model: nn.Module, fmt: Any, output_shapes: Mapping[str, Sequence[int]] | None = None) -> None:
         """Layer names, indices (neuron ones with ``output_shapes``) and masks against ``fmt``."""
@@ -203,7 +208,11 @@ class FaultEdits:
         if not self.n_edits:
             return
         meta = self.op_codes == OPS.index("meta")
-        for selected, width, what in ((~meta, fmt.bits, "bits"), (meta, fmt.metadata_bits, "metadata bits")):
+        value = self.op_codes == OPS.index("value")
+        if bool(value.any()) and getattr(fmt, "block_size", None):
+            raise ValueError(f"value edits write a whole element; {fmt.name}'s elements share block exponents: "
+                             "use a float, int or fixed-point format")
+        for selected, width, what in ((~meta & ~value, fmt.bits, "bits"), (meta, fmt.metadata_bits, "metadata bits")):
             if not bool(selected.any()):
                 continue
             if width == 0:
