@@ -107,6 +107,28 @@ def top2_margin(logits: torch.Tensor) -> torch.Tensor:
     return (top[:, 0] - top[:, 1]) * 100
 
 
+def _grid(rows: torch.Tensor, index: torch.Tensor, n_x: int) -> torch.Tensor | None:
+    """When pairs are faults x images 0..n_x-1 in order (each fault's ``index`` constant along its
+    row), the pair position of each fault's first image; else None."""
+    if not len(rows) or len(rows) % n_x:
+        return None
+    first = torch.arange(0, len(rows), n_x)
+    if not torch.equal(rows.view(-1, n_x), torch.arange(n_x, device=rows.device).expand(len(first), n_x)):
+        return None
+    if not bool((index.view(-1, n_x) == index[first][:, None]).all()):
+        return None
+    return first
+
+
+def _put(column: torch.Tensor, at: torch.Tensor, values: torch.Tensor) -> None:
+    """``column[at] = values``, as one slice copy when ``at`` is a run of positions."""
+    values = values.to(column.dtype).cpu()
+    if len(at) and int(at[-1]) - int(at[0]) == len(at) - 1 and torch.equal(at, torch.arange(int(at[0]), int(at[0]) + len(at))):
+        column[int(at[0]) : int(at[0]) + len(at)] = values
+    else:
+        column[at] = values
+
+
 def join_pairs(edits: FaultEdits, fault: torch.Tensor, image: torch.Tensor) -> _Pairs:
     """Every (edit, pair) that applies: an edit meets each pair of its fault, or (with a sample)
     only the pair on that image row. Vectorised: a ragged join on the fault number."""
@@ -489,29 +511,31 @@ class FaultEvaluator:
     def _run(self, x: torch.Tensor, y: torch.Tensor, edits: FaultEdits, fault: torch.Tensor,
              image: torch.Tensor) -> Outcomes:
         self._validate(edits, len(x))
-        pairs = join_pairs(edits, fault, image)
         out = Outcomes.empty(len(fault))
-        kinds = self._kinds(edits)
+        kind_of_pair = self._kinds(edits)[fault]
         edited = torch.zeros(len(edits), dtype=torch.bool)
         edited[edits.fault] = True
+        has_edits = edited[fault]
+        every = torch.arange(len(fault))
         for code in (NEURON, WEIGHT):
-            mine = (kinds[fault] == code).nonzero().flatten()
-            if not len(mine):
+            sel = kind_of_pair == code
+            if not bool(sel.any()):
                 continue
+            mine = every if bool(sel.all()) else sel.nonzero().flatten()
+            busy = mine if bool(has_edits[mine].all()) else mine[has_edits[mine]]
             kind = KINDS[code]
             with self._session(kind):
-                busy = mine[edited[fault[mine]]]
                 if code == NEURON:
-                    self._neurons(x, y, edits, pairs.select(busy), busy, out)
+                    self._neurons(x, y, edits, join_pairs(edits, fault[busy], image[busy]), busy, out)
                 else:
-                    self._weights(x, y, edits, pairs.select(busy), busy, out)
+                    self._weights(x, y, edits, fault[busy], image[busy], busy, out)
                 golden = self._golden(x, y, kind)  # cached by the paths above (or computed here)
             rows = image[mine].to(golden.pred.device)
-            out.golden_pred[mine] = golden.pred.index_select(0, rows).cpu()
-            out.golden_loss[mine] = golden.loss.index_select(0, rows).cpu()
-            out.top2_diff[mine] = golden.top2.index_select(0, rows).cpu()
+            _put(out.golden_pred, mine, golden.pred.index_select(0, rows))
+            _put(out.golden_loss, mine, golden.loss.index_select(0, rows))
+            _put(out.top2_diff, mine, golden.top2.index_select(0, rows))
             # faults without an edit are golden runs, and masked
-            none = mine[~edited[fault[mine]]]
+            none = mine[~has_edits[mine]]
             out.faulty_pred[none] = out.golden_pred[none]
             out.faulty_loss[none] = out.golden_loss[none]
         return out
@@ -567,8 +591,7 @@ class FaultEvaluator:
         bound = self._require_profile()[layer].out_max_abs if self.range_detector else None
 
         def apply(value: torch.Tensor) -> torch.Tensor:
-            new, hit = edit_tensor(value, fmt, rows, edits.index[e], edits.op_codes[e], edits.mask[e], bound,
-                                   edits.value_fn)
+            new, hit = edit_tensor(value, fmt, rows, edits.index[e], edits.op_codes[e], edits.mask[e], bound)
             changed[rows[hit.cpu()]] = True
             return new
 
@@ -645,38 +668,42 @@ class FaultEvaluator:
         self._note("neuron", [edits.layer_names[i] for i in edits.layer_ids[pairs.edit].unique().tolist()], "hooks")
 
     # weight faults ----------------------------------------------------------------------------
-    def _weights(self, x: torch.Tensor, y: torch.Tensor, edits: FaultEdits, pairs: _Pairs, at: torch.Tensor,
-                 out: Outcomes) -> None:
+    def _weights(self, x: torch.Tensor, y: torch.Tensor, edits: FaultEdits, fault: torch.Tensor,
+                 image: torch.Tensor, at: torch.Tensor, out: Outcomes) -> None:
         """Faults of one element edit by the delta method, the others with edited weights."""
-        if bool((edits.sample[pairs.edit] >= 0).any()):
+        if bool((edits.sample[edits.kind_codes == WEIGHT] >= 0).any()):
             raise ValueError("weight faults are permanent: their edits meet every input (sample -1)")
         counts = torch.bincount(edits.fault, minlength=len(edits))
+        single = (counts[edits.fault] == 1) & (edits.op_codes != META) & (edits.kind_codes == WEIGHT)
         one = torch.full((len(edits),), -1, dtype=torch.int64)
-        single = (counts[edits.fault] == 1) & (edits.op_codes != META)
         one[edits.fault[single]] = single.nonzero().flatten()
-        edit_of_pair = one[pairs.fault]
+        edit_of_pair = one[fault]  # each pair's one edit, or -1
         layer_of_pair = torch.where(edit_of_pair >= 0, edits.layer_ids[edit_of_pair.clamp(min=0)],
                                     torch.full_like(edit_of_pair, -1))
-        for lid in layer_of_pair.unique().tolist():
+        for lid in edits.layer_ids[single].unique().tolist():  # a few layers: no sort over the pairs
             pick = (layer_of_pair == lid).nonzero().flatten()
-            if lid >= 0:
-                self._weights_delta(x, y, edits, edit_of_pair[pick], pairs.image[pick], at[pick],
+            if len(pick):
+                mine = (single & (edits.layer_ids == lid)).nonzero().flatten()
+                self._weights_delta(x, y, edits, mine, edit_of_pair[pick], image[pick], at[pick],
                                     edits.layer_names[lid], out)
         many = (layer_of_pair < 0).nonzero().flatten()
         if len(many):
-            self._weights_full(x, y, edits, pairs.select(many), at[many], out)
+            self._weights_full(x, y, edits, join_pairs(edits, fault[many], image[many]), at[many], out)
 
-    def _weights_delta(self, x: torch.Tensor, y: torch.Tensor, edits: FaultEdits, e: torch.Tensor,
-                       rows: torch.Tensor, at: torch.Tensor, layer: str, out: Outcomes) -> None:
-        """Pair p: edit ``e[p]`` (the fault's one element) on image ``rows[p]``."""
+    def _weights_delta(self, x: torch.Tensor, y: torch.Tensor, edits: FaultEdits, mine: torch.Tensor,
+                       e: torch.Tensor, rows: torch.Tensor, at: torch.Tensor, layer: str, out: Outcomes) -> None:
+        """Pair p: edit ``e[p]`` (its fault's one element, among the layer's edits ``mine``) on
+        image ``rows[p]``; each edit's new value is computed once."""
         module = self._modules[layer]
         weight = self._held_weight(layer)
-        unique, inverse = e.unique(return_inverse=True)
-        value, hit = edited_elements(weight, self._w_fmt[layer], edits.index[unique].to(weight.device),
-                                     edits.op_codes[unique], edits.mask[unique], edits.value_fn)
-        index = edits.index[unique].to(weight.device)[inverse.to(weight.device)]
-        value = value[inverse.to(value.device)]
-        changed = hit.cpu()[inverse]
+        value, hit = edited_elements(weight, self._w_fmt[layer], edits.index[mine].to(weight.device),
+                                     edits.op_codes[mine], edits.mask[mine])
+        position = torch.full((edits.n_edits,), -1, dtype=torch.int64)
+        position[mine] = torch.arange(len(mine))
+        k = position[e]
+        index = edits.index[mine][k].to(weight.device)
+        value = value[k.to(value.device)]
+        changed = hit.cpu()[k]
         cut = self._cut(layer)
         if cut is not None and cut.layer_input is not None and supports_delta(module):
             if cut.identity and isinstance(module, nn.Linear):
@@ -734,20 +761,70 @@ class FaultEvaluator:
                           index: torch.Tensor, value: torch.Tensor, rows: torch.Tensor, at: torch.Tensor,
                           changed: torch.Tensor, out: Outcomes) -> None:
         """The last Linear layer needs no network: a fault changes one logit of its image,
-        ``Δlogit_o = Δw_oj × feature_j``, applied to a copy of the golden logits row."""
+        ``z = g_o + Δw_oj × feature_j``. With float32 logits everything else about the faulty row
+        comes from per-(image, class) tables of the golden logits (the log-sum-exp and the best
+        logit of the other classes), so a pair costs O(1); float64 logits (exactness checks) are
+        rebuilt row by row and scored as cross-entropy does."""
         golden = self._golden(x, y, "weight", [cut.live[0], cut.layer_input])
         feat = golden.values[cut.layer_input]
         delta = value - weight.reshape(-1)[index]
         fan_in = weight.shape[1]
-        size = max(1, (1 << 24) // golden.logits.shape[1])
+        g = golden.logits
+        n_x, n_c = g.shape
+        if g.dtype == torch.float64:
+            size = max(1, (1 << 24) // n_c)
+            for start in range(0, len(rows), size):
+                part = slice(start, start + size)
+                n = rows[part].to(feat.device)
+                o, j = index[part] // fan_in, index[part] % fan_in
+                logits = g.index_select(0, n)
+                pick = torch.arange(len(n), device=n.device)
+                logits[pick, o] = logits[pick, o] + delta[part] * feat[n, j]
+                self._store(out, at[part], logits, golden, y, rows[part], changed[part])
+            self._note("weight", [layer], "analytic")
+            return
+        g = g.float()
+        others = g.unsqueeze(1).expand(n_x, n_c, n_c).clone()  # [image, o, class]
+        others.masked_fill_(torch.eye(n_c, dtype=torch.bool, device=g.device), float("-inf"))
+        lse_wo = torch.logsumexp(others, dim=2).reshape(-1)  # [image * o]
+        best_val, best_idx = (t.reshape(-1) for t in others.max(dim=2))  # first index among ties, as argmax
+        g_flat = g.reshape(-1)
+        g_label = g.gather(1, y[:, None])[:, 0]
+        feat_flat = feat.float().reshape(-1)
+        grid = _grid(rows, index, n_x)
+        if grid is not None:  # faults x the same images in order: gather whole rows, [o, image] tables
+            faults = grid
+            o, j, d = index[faults] // fan_in, index[faults] % fan_in, delta[faults].float()
+            z = g.T.contiguous().index_select(0, o) + d[:, None] * feat.float().T.contiguous().index_select(0, j)
+            lse = lse_wo.view(n_x, n_c).T.contiguous().index_select(0, o)
+            own = o[:, None] == y[None, :]
+            loss = torch.logaddexp(lse, z) - torch.where(own, z, g_label[None, :])
+            bv = best_val.view(n_x, n_c).T.contiguous().index_select(0, o)
+            bi = best_idx.view(n_x, n_c).T.contiguous().index_select(0, o)
+            wins = (z > bv) | ((z == bv) & (o[:, None] < bi)) | torch.isnan(z)
+            _put(out.faulty_pred, at, torch.where(wins, o[:, None], bi).reshape(-1))
+            _put(out.faulty_loss, at, loss.reshape(-1))
+            _put(out.delta_loss, at, (loss - golden.loss[None, :]).abs().reshape(-1))
+            _put(out.nonfinite, at, (~torch.isfinite(z)).reshape(-1))
+            _put(out.masked, at, (~changed[faults.cpu()])[:, None].expand(len(faults), n_x).reshape(-1))
+            self._note("weight", [layer], "analytic")
+            return
+        size = 1 << 22
         for start in range(0, len(rows), size):
             part = slice(start, start + size)
-            n = rows[part].to(feat.device)
+            n = rows[part].to(g.device)
             o, j = index[part] // fan_in, index[part] % fan_in
-            logits = golden.logits.index_select(0, n)
-            pick = torch.arange(len(n), device=n.device)
-            logits[pick, o] = logits[pick, o] + delta[part] * feat[n, j]
-            self._store(out, at[part], logits, golden, y, rows[part], changed[part])
+            at_o = n * n_c + o
+            z = g_flat[at_o] + delta[part].float() * feat_flat[n * fan_in + j]
+            loss = torch.logaddexp(lse_wo[at_o], z) - torch.where(o == y[n], z, g_label[n])
+            bv, bi = best_val[at_o], best_idx[at_o]
+            wins = (z > bv) | ((z == bv) & (o < bi)) | torch.isnan(z)  # argmax takes the first max, NaN first
+            p = at[part]
+            out.faulty_pred[p] = torch.where(wins, o, bi).cpu()
+            out.faulty_loss[p] = loss.cpu()
+            out.delta_loss[p] = (loss - golden.loss[n]).abs().cpu()
+            out.nonfinite[p] = (~torch.isfinite(z)).cpu()
+            out.masked[p] = ~changed[part]
         self._note("weight", [layer], "analytic")
 
     def _scratch_weight(self, layer: str) -> torch.Tensor:
@@ -779,15 +856,13 @@ class FaultEvaluator:
                     if bool((edits.op_codes[sel] == META).any()):  # the whole tensor depends on it
                         weight = self._held_weight(name)
                         new, hit = edit_tensor(weight.unsqueeze(0), self._w_fmt[name], torch.zeros_like(sel),
-                                               edits.index[sel], edits.op_codes[sel], edits.mask[sel],
-                                               value_fn=edits.value_fn)
+                                               edits.index[sel], edits.op_codes[sel], edits.mask[sel])
                         state[f"{name}.weight"] = new[0]
                     else:
                         scratch = self._scratch_weight(name)
                         device = scratch.device
                         keys, _, values, hit = edit_sparse(scratch, self._w_fmt[name], edits.index[sel].to(device),
-                                                           edits.op_codes[sel].to(device), edits.mask[sel].to(device),
-                                                           value_fn=edits.value_fn)
+                                                           edits.op_codes[sel].to(device), edits.mask[sel].to(device))
                         flat = scratch.view(-1)
                         undo.append((flat, keys, flat[keys].clone()))
                         flat[keys] = values.to(flat.dtype)
