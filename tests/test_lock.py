@@ -167,3 +167,19 @@ def test_a_run_that_wrote_nothing_leaves_no_folder(tmp_path):
     with hold_folder(folder, "train"):
         (folder / "model.pt").write_text("x")
     assert (folder / "model.pt").exists() and not (folder / LOCK_NAME).exists()
+
+
+def test_ra_refuses_an_out_another_run_holds(tmp_path):
+    from typer.testing import CliRunner
+
+    from headstrong.cli.main import app
+
+    out = tmp_path / "ra"
+    proc = _start_holder(out)
+    try:
+        result = CliRunner().invoke(app, ["ra", str(tmp_path / "model.pt"), "--samples", "5", "--out", str(out)])
+        assert result.exit_code == 2
+        assert f"in use by process {proc.pid}" in result.output
+    finally:
+        proc.stdin.close()
+        proc.wait(timeout=30)

@@ -258,7 +258,9 @@ def _fits(schema: pa.Schema, reference: pa.Schema) -> bool:
                for a, b in zip(schema, reference))
 
 
-def _schema_misfits(found: list[tuple[Path, pa.Schema]], reference: Optional[pa.Schema] = None) -> list[tuple[Path, str]]:
+def _schema_misfits(
+    found: list[tuple[Path, pa.Schema]], reference: Optional[pa.Schema] = None
+) -> list[tuple[Path, str]]:
     """Chunks whose schema does not fit the reference, each with what differs.
 
     The reference is the given schema, else the one most chunks share (ties: the newest chunk's),

@@ -8,6 +8,7 @@ from typing import Optional
 
 import typer
 
+from headstrong._lock import hold_folder
 from headstrong.cli._options import check_out_folder, device_option, progress_option, setup_compute, threads_option
 
 # Exact RA runs every site; above this many it needs --force. docs/BENCHMARKS.md measured
@@ -57,30 +58,31 @@ def ra_command(
         raise ValueError(f"--pilot-images {pilot_images}: must be >= 1")
     device = setup_compute(device, threads)
     check_out_folder(out)
-    hardware = Accelerator.load(accelerator)
-    estimates, oracle, exact = _run(checkpoint, hardware, names, samples, fmt, dataset, max_images,
-                                    {"pilot": pilot, "pilot_images": pilot_images}, seed, range_detector, console,
-                                    device=device, force=force, show=progress)
-    console.print(_table(estimates, oracle, exact))
-    out.mkdir(parents=True, exist_ok=True)
-    from headstrong.ra.plot import convergence_plot
+    with hold_folder(out, "ra"):  # one run per folder: results.json and the plot from the same run
+        hardware = Accelerator.load(accelerator)
+        estimates, oracle, exact = _run(checkpoint, hardware, names, samples, fmt, dataset, max_images,
+                                        {"pilot": pilot, "pilot_images": pilot_images}, seed, range_detector, console,
+                                        device=device, force=force, show=progress)
+        console.print(_table(estimates, oracle, exact))
+        out.mkdir(parents=True, exist_ok=True)
+        from headstrong.ra.plot import convergence_plot
 
-    sampled = {k: v for k, v in estimates.items() if k != "exact"}
-    if sampled:
-        figure = convergence_plot(sampled, out / "convergence.png", exact=exact)
-        console.print(f"convergence plot: {figure}")
-    results = {
-        "checkpoint": str(checkpoint), "accelerator": oracle.space.accelerator.to_dict(), "fmt": fmt,
-        "images": len(oracle.x), "sa": oracle.sa, "distinct_sites_evaluated": oracle.evaluated,
-        "estimates": {
-            k: {"ra": e.ra, "ci": list(e.ci), "software": e.software, "software_ci": list(e.software_ci),
-                "samples": e.samples, "std": e.std, "pilot": e.pilot,
-                "pilot_cost": e.pilot_cost}
-            for k, e in estimates.items()
-        },
-    }
-    (out / "results.json").write_text(json.dumps(results, indent=2))
-    console.print(f"results: {out / 'results.json'}")
+        sampled = {k: v for k, v in estimates.items() if k != "exact"}
+        if sampled:
+            figure = convergence_plot(sampled, out / "convergence.png", exact=exact)
+            console.print(f"convergence plot: {figure}")
+        results = {
+            "checkpoint": str(checkpoint), "accelerator": oracle.space.accelerator.to_dict(), "fmt": fmt,
+            "images": len(oracle.x), "sa": oracle.sa, "distinct_sites_evaluated": oracle.evaluated,
+            "estimates": {
+                k: {"ra": e.ra, "ci": list(e.ci), "software": e.software, "software_ci": list(e.software_ci),
+                    "samples": e.samples, "std": e.std, "pilot": e.pilot,
+                    "pilot_cost": e.pilot_cost}
+                for k, e in estimates.items()
+            },
+        }
+        (out / "results.json").write_text(json.dumps(results, indent=2))
+        console.print(f"results: {out / 'results.json'}")
 
 
 def _parse_estimators(text: str) -> list[str]:

@@ -22,6 +22,7 @@ A user function becomes a fault model by registering it (see the README's Fault 
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from typing import Any, Callable, Optional
 
@@ -113,7 +114,7 @@ class RandomValue(ValueFault):
 
     def __init__(self, low: float = -1.0, high: float = 1.0, seed: int = 0) -> None:
         for what, value in (("low", low), ("high", high)):
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or not torch.isfinite(torch.tensor(float(value))):
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
                 raise ValueError(f"random-value: {what} must be a finite number, got {value!r}")
         if not low < high:
             raise ValueError(f"random-value: low must be below high, got low={low!r}, high={high!r}")
