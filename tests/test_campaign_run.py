@@ -57,7 +57,8 @@ def test_records_agree_with_the_literal_injector(tmp_path: Path) -> None:
 
 
 def test_leveugle_sizes_each_layer_and_each_bit(tmp_path: Path) -> None:
-    spec = hs.CampaignSpec(kind="weight", layers="6", bits="sign", margin=0.2, confidence=0.9, seed=0)
+    spec = hs.CampaignSpec(kind="weight", layers="6", bits="sign", margin=0.2, confidence=0.9, seed=0,
+                           sampling="uniform")  # sized by margin, stratified unless asked
     result = _run(tmp_path / "a", spec)  # Leveugle counts faults; a weight fault meets every eval image
     assert result.records["fault_id"].nunique() == sample_size(24 * 5 * 1, 0.2, 0.9)
     assert len(result.records) == sample_size(24 * 5 * 1, 0.2, 0.9) * result.manifest["n_eval_images"]

@@ -89,7 +89,7 @@ def test_layer_selection_by_all_glob_and_names() -> None:
 
 
 def test_plan_uses_leveugle_per_layer_and_per_bit() -> None:
-    spec = CampaignSpec(margin=0.05, confidence=0.95)
+    spec = CampaignSpec(margin=0.05, confidence=0.95, sampling="uniform")
     plans = plan_layers(spec, ["a", "b"], {"a": 0, "b": 1}, {"a": 1000, "b": 10}, [0, 1, 2], sample_size)
     assert [p.n_faults for p in plans] == [sample_size(3000, 0.05, 0.95), sample_size(30, 0.05, 0.95)]
     assert plans[1].fault_offset == plans[0].n_faults

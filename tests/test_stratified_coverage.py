@@ -113,6 +113,18 @@ def test_stratified_99_intervals_cover_the_exact_values(table: Table, target: st
     assert np.median(spent) < table.delta_loss.size  # cheaper than enumerating the layer
 
 
+def test_a_campaigns_records_are_the_tables_entries(table: Table) -> None:
+    """The campaigns above read the table; a real stratified campaign measures the same outcomes."""
+    model = build("cnn")
+    x, y = images(N_IMAGES, seed=5)
+    fmt = "int8" if len(table.layer) == 8 else "fp32"
+    spec = hs.CampaignSpec(layers=LAYER, fmt=fmt, margin=0.05, only_correct=False, seed=1)
+    records = hs.run_campaign(model, (x, y), spec, progress=False).records
+    at = (records["index"].to_numpy(), records["bit"].to_numpy(), records["sample"].to_numpy())
+    assert np.allclose(records["delta_loss"], table.delta_loss[at], rtol=1e-4, atol=1e-5)
+    assert np.mean((records["golden_pred"] != records["faulty_pred"]).to_numpy() == table.mismatch[at]) > 0.99
+
+
 def coverage_table(runs: int) -> pd.DataFrame:
     """The docs' coverage table: both formats and targets, ``runs`` campaigns each."""
     rows = []
@@ -139,4 +151,4 @@ if __name__ == "__main__":  # python -m tests.test_stratified_coverage 1000
     import sys
 
     torch.set_num_threads(1)
-    print(coverage_table(int(sys.argv[1]) if len(sys.argv) > 1 else RUNS).to_markdown(index=False, floatfmt=".4g"))
+    print(coverage_table(int(sys.argv[1]) if len(sys.argv) > 1 else RUNS).to_string(index=False, float_format="%.4g"))

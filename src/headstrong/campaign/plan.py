@@ -10,6 +10,7 @@ file named after the unit; a plan grows by appending units (later sampling round
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Mapping, Sequence
@@ -25,9 +26,15 @@ def stable_seed(*parts: Any) -> int:
     return int.from_bytes(digest[:8], "little") & ((1 << 63) - 1)
 
 
+STRATIFIED_STRIDE = 1 << 32  # fault ids of a stratified campaign's layer start at position x this
+
+
 @dataclass(frozen=True)
 class LayerPlan:
-    """How many faults one layer gets, per bit stratum (all bits in one stratum unless per_bit)."""
+    """How many faults one layer gets, per bit stratum (all bits in one stratum unless per_bit).
+
+    A stratified campaign's layer has no fixed strata; its ``rounds`` grow as the campaign runs:
+    each round's faults per bit (``headstrong.faults.strata``), drawn from a seed of their own."""
 
     name: str
     position: int  # position among the model's injectable layers, in forward order
@@ -35,10 +42,15 @@ class LayerPlan:
     bits: tuple[int, ...]
     strata: tuple[tuple[tuple[int, ...], int], ...]  # (bits of the stratum, number of faults)
     fault_offset: int  # fault_id of this layer's first fault
+    rounds: tuple[tuple[int, ...], ...] = ()  # stratified: faults per bit of each round so far
 
     @property
     def n_faults(self) -> int:
-        return sum(n for _, n in self.strata)
+        return sum(n for _, n in self.strata) + sum(sum(r) for r in self.rounds)
+
+    def with_round(self, counts: Sequence[int]) -> "LayerPlan":
+        """This layer with one more stratified round (faults per bit)."""
+        return dataclasses.replace(self, rounds=(*self.rounds, tuple(int(c) for c in counts)))
 
 
 def plan_layers(
@@ -49,11 +61,15 @@ def plan_layers(
     bits: Sequence[int],
     sample_size: Any,
 ) -> list[LayerPlan]:
-    """Fault counts per layer: ``spec.n_faults`` or Leveugle over N = elements x bits."""
+    """Fault counts per layer: ``spec.n_faults`` or Leveugle over N = elements x bits; none yet for
+    a stratified campaign (its rounds come as it runs)."""
     plans = []
     offset = 0
     for name in layers:
         count = int(elements[name])
+        if spec.stratified:
+            plans.append(LayerPlan(name, positions[name], count, tuple(bits), (), positions[name] * STRATIFIED_STRIDE))
+            continue
         if spec.per_bit:
             strata = tuple(((b,), _count(spec, count, sample_size)) for b in bits)
         else:
@@ -101,13 +117,17 @@ MAX_PAIRS_PER_UNIT = 1 << 20  # at most about a million records in one chunk
 def make_units(plans: Iterable[LayerPlan], chunk_size: int, images_per_fault: int = 1) -> list[Unit]:
     """Fixed ranges of whole faults (at most ``chunk_size`` faults, and about a million pairs,
     each), as pair ranges; ids sort in campaign order."""
+    return [unit for plan in plans for unit in layer_units(plan, 0, chunk_size, images_per_fault)]
+
+
+def layer_units(plan: LayerPlan, first_fault: int, chunk_size: int, images_per_fault: int = 1) -> list[Unit]:
+    """Units for a layer's faults from ``first_fault`` on (a stratified round appends these)."""
     per_unit = max(1, min(chunk_size, MAX_PAIRS_PER_UNIT // images_per_fault))
     units = []
-    for plan in plans:
-        for first in range(0, plan.n_faults, per_unit):
-            last = min(first + per_unit, plan.n_faults)
-            start, stop = first * images_per_fault, last * images_per_fault
-            units.append(Unit(f"L{plan.position:03d}_{start:09d}", plan.name, start, stop))
+    for first in range(first_fault, plan.n_faults, per_unit):
+        last = min(first + per_unit, plan.n_faults)
+        start, stop = first * images_per_fault, last * images_per_fault
+        units.append(Unit(f"L{plan.position:03d}_{start:09d}", plan.name, start, stop))
     return units
 
 
@@ -159,6 +179,17 @@ def layer_faults(spec: CampaignSpec, plan: LayerPlan) -> tuple[torch.Tensor, tor
         faults = sampler((plan.elements,), n, list(stratum_bits), generator=generator, layer=plan.name)
         indices.append(faults.index)
         bits.append(faults.bit)
+    if plan.rounds:
+        from headstrong.faults.strata import Strata, draw_round
+
+        strata = Strata(plan.name, plan.elements, plan.bits)
+        for number, counts in enumerate(plan.rounds):
+            generator = torch.Generator().manual_seed(stable_seed(spec.seed, spec.kind, plan.name, "round", number))
+            index, bit = draw_round(strata, counts, generator)
+            indices.append(index)
+            bits.append(bit)
+    if not indices:
+        return torch.zeros(0, dtype=torch.int64), torch.zeros(0, dtype=torch.int64)
     return torch.cat(indices), torch.cat(bits)
 
 

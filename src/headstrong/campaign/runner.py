@@ -222,6 +222,12 @@ def _records(plan: Plan, layer: planning.LayerPlan, unit: Unit, indices: torch.T
         "label": plan.labels[sample].numpy(),
         **outcomes.columns(),
     }
+    if plan.spec.stratified:  # each record's stratum and that stratum's share of the uniform population
+        lookup = np.full(max(layer.bits) + 1, -1, dtype=np.int32)
+        lookup[list(layer.bits)] = np.arange(len(layer.bits), dtype=np.int32)
+        columns["stratum"] = pa.DictionaryArray.from_arrays(
+            pa.array(lookup[bits[fault].numpy()]), pa.array([f"{layer.name}/{b}" for b in layer.bits]))
+        columns["weight"] = np.full(n, 1.0 / len(layer.bits))
     return pa.table(columns)
 
 
@@ -256,12 +262,15 @@ def run_campaign(
     progress: bool = True,
     ray_address: str | None = None,
     num_workers: int | None = None,
+    on_round: Callable[[int, dict[str, Any]], None] | None = None,
 ) -> CampaignResult:
     """Run (or resume) a campaign; records go to Parquet chunks under ``out``.
 
     The same spec and seed give the same records whatever the backend, device count, batch size
     or interruptions. With ``out=None`` the records live in a temporary folder and only in memory.
-    The run holds ``out`` for its whole duration: a second run on it is refused.
+    The run holds ``out`` for its whole duration: a second run on it is refused. A stratified
+    campaign runs in rounds; ``on_round(round, {layer: strata.Allocation})`` hears after each
+    where every layer stands (half-width against its goal, faults spent, the next round's).
     """
     if not isinstance(spec, CampaignSpec):
         raise ValueError(f"spec must be a CampaignSpec; got {type(spec).__name__}")
@@ -279,20 +288,92 @@ def run_campaign(
     batch_size = _layout_value("batch_size", batch_size, layout, DEFAULT_BATCH, folder)
     chunk_size = _layout_value("chunk_size", chunk_size, layout, DEFAULT_CHUNK, folder)
     plan = plan_campaign(model, evaluator, spec, images, labels, batch_size, chunk_size)
-    manifest = _manifest(model, plan, chunk_size)
     with _run_folder(folder) as where:
         previous = storage.read_manifest(where)
+        if spec.stratified:  # the rounds run so far, as stored: the allocation each one made
+            plan = _with_rounds(plan, (previous or {}).get("rounds", {}), chunk_size)
+        manifest = _manifest(model, plan, chunk_size)
         if previous is not None:
             _check_same_campaign(previous, manifest, where)
         else:
             storage.write_manifest(where, manifest)
         storage.remove_temporaries(where)
-        todo = [Unit.from_dict(u) for u in storage.pending_units(where, manifest["units"])]
-        with campaign_progress(progress, plan.n_pairs, plan.n_pairs - sum(u.rows for u in todo)) as advance:
-            execute(model, evaluator, plan, where, todo, device, advance, backend,
-                    address=ray_address, num_workers=num_workers)
+        ray = {"address": ray_address, "num_workers": num_workers}
+        if spec.stratified:
+            _run_rounds(model, evaluator, plan, where, manifest, chunk_size, device, progress, backend, ray, on_round)
+        else:
+            todo = [Unit.from_dict(u) for u in storage.pending_units(where, manifest["units"])]
+            with campaign_progress(progress, plan.n_pairs, plan.n_pairs - sum(u.rows for u in todo)) as advance:
+                execute(model, evaluator, plan, where, todo, device, advance, backend, **ray)
         result = load_results(where)
     return result if folder is not None else dataclasses.replace(result, out=None)
+
+
+def _with_rounds(plan: Plan, rounds: dict[str, list[list[int]]], chunk_size: int) -> Plan:
+    """A stratified plan with the stored rounds replayed: each round's faults and units, as first planned."""
+    layers, units = list(plan.layers), []
+    for number in range(max((len(r) for r in rounds.values()), default=0)):  # round by round, as they ran
+        for i, layer in enumerate(layers):
+            if number < len(rounds.get(layer.name, [])):
+                before = layer.n_faults
+                layers[i] = layer.with_round(rounds[layer.name][number])
+                units += planning.layer_units(layers[i], before, chunk_size, plan.images_per_fault)
+    return dataclasses.replace(plan, layers=tuple(layers)).with_units(units)
+
+
+def _run_rounds(model: torch.nn.Module, evaluator: FaultEvaluator, plan: Plan, where: Path, manifest: dict[str, Any],
+                chunk_size: int, device: str | torch.device, progress: bool, backend: str, ray: dict[str, Any],
+                on_round: Callable[[int, dict[str, Any]], None] | None) -> None:
+    """A stratified campaign: run the pending units, then plan the next round of every layer from
+    the stored records (``strata.allocate``, a pure function of them) until every layer is done.
+    The manifest gains each round before it runs, so a resumed run replays the same rounds."""
+    from headstrong.faults.strata import Strata, allocate
+
+    rule = plan.spec.stopping_rule()
+    number = max((len(layer.rounds) for layer in plan.layers), default=0)
+    while True:
+        todo = [Unit.from_dict(u) for u in storage.pending_units(where, manifest["units"])]
+        rows = sum(u.rows for u in todo)
+        with campaign_progress(progress and rows > 0, rows, 0) as advance:
+            execute(model, evaluator, plan, where, todo, device, advance, backend, **ray)
+        records = storage.read_records(where, manifest["units"]) if manifest["units"] else None
+        steps = {}
+        for layer in plan.layers:
+            strata = Strata(layer.name, layer.elements, layer.bits)
+            mine = records[records["layer"] == layer.name] if records is not None else pd.DataFrame(
+                {c: [] for c in ("bit", "delta_loss", "golden_pred", "faulty_pred", "nonfinite", "fault_id")})
+            steps[layer.name] = allocate(rule, strata, strata.stats(
+                mine["bit"], mine["delta_loss"], mine["golden_pred"] != mine["faulty_pred"], mine["nonfinite"],
+                mine["fault_id"]))
+        if on_round is not None:
+            on_round(number, steps)
+        if all(step.done for step in steps.values()):
+            _say_budget(steps, rule)
+            return
+        layers, units = [], []
+        for layer in plan.layers:
+            step = steps[layer.name]
+            if not step.done:
+                before = layer.n_faults
+                layer = layer.with_round(step.counts)
+                units += planning.layer_units(layer, before, chunk_size, plan.images_per_fault)
+            layers.append(layer)
+        plan = dataclasses.replace(plan, layers=tuple(layers)).with_units(units)
+        manifest = {**manifest, "units": [unit.to_dict() for unit in plan.units],
+                    "rounds": {layer.name: [list(r) for r in layer.rounds] for layer in plan.layers}}
+        storage.write_manifest(where, manifest)
+        number += 1
+
+
+def _say_budget(steps: dict[str, Any], rule: Any) -> None:
+    """A layer that spent its budget before reaching the margin is said so (its interval is wider)."""
+    import warnings
+
+    short = [f"{name} (half-width {step.half_width:.3g} > {step.goal:.3g})"
+             for name, step in steps.items() if step.status == "budget"]
+    if short:
+        warnings.warn(f"max_faults={rule.max_faults} spent before the {rule.target} interval reached the margin in "
+                      f"{len(short)} layer(s): {', '.join(short)}; their intervals are wider than asked", stacklevel=3)
 
 
 @contextlib.contextmanager
@@ -327,6 +408,8 @@ def _manifest(model: torch.nn.Module, plan: Plan, chunk_size: int) -> dict[str, 
         "n_eval_images": int(plan.eval_samples.shape[0]),
         "images_per_fault": plan.images_per_fault,
         "units": [unit.to_dict() for unit in plan.units],
+        **({"rounds": {layer.name: [list(r) for r in layer.rounds] for layer in plan.layers}}
+           if plan.spec.stratified else {}),
     }
 
 

@@ -19,6 +19,7 @@ KINDS = ("neuron", "weight")
 # spec option: (the fault model it belongs to, an example value)
 FAULT_OPTIONS = {"ber": ("ber", "1e-7"), "k": ("multi-bit", "2"), "sites": ("multi-site", "4")}
 BIT_FIELDS = ("sign", "exponent", "mantissa")
+SAMPLINGS = ("stratified", "uniform")
 
 @dataclass(frozen=True)
 class CampaignSpec:
@@ -35,6 +36,12 @@ class CampaignSpec:
     or "all"; None: "all" for permanent faults (weights, stuck-at: PyTorchFI and GoldenEye apply a
     weight fault to a whole batch), 1 for transient ones (activation upsets). Leveugle sizing
     counts faults, not pairs.
+    ``sampling``: "stratified" draws by (layer, bit) strata, a pilot then Neyman rounds, until each
+    layer's 99% interval for ``target`` ("mismatch": ``margin`` absolute on the rate;
+    "delta_loss": ``margin`` relative to the mean) is that narrow or ``max_faults`` (per layer,
+    default 102,400) is spent; "uniform" draws uniformly over (element, bit), ``n_faults`` or the
+    Leveugle size. None: stratified for a campaign sized by margin (no ``n_faults``, no
+    ``per_bit``) whose fault model plans one (element, bit) site per fault, uniform otherwise.
     """
 
     kind: str = "neuron"
@@ -54,6 +61,9 @@ class CampaignSpec:
     k: int | None = None  # bits per fault of "multi-bit"
     sites: int | None = None  # faults per inference of "multi-site"
     images_per_fault: int | str | None = None  # evaluation images per fault: N, "all", None (by permanence)
+    sampling: str | None = None  # "stratified" | "uniform"; None: stratified when sized by margin
+    target: str = "mismatch"  # what a stratified campaign's margin is on: "mismatch" or "delta_loss"
+    max_faults: int | None = None  # a stratified campaign's budget per layer (None: 102,400)
 
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
@@ -92,6 +102,49 @@ class CampaignSpec:
             raise ValueError(f"images_per_fault must be a positive integer, 'all' or None (by the fault's "
                              f"permanence); got {n!r}")
         self.fault_model_object()  # unknown names, bad parameters, a model that does not fit fmt
+        self._check_sampling()
+
+    def _check_sampling(self) -> None:
+        from headstrong.faults.strata import TARGETS
+
+        if self.sampling is not None and self.sampling not in SAMPLINGS:
+            raise ValueError(f"unknown sampling {self.sampling!r}; expected one of {', '.join(SAMPLINGS)} "
+                             "(or leave it out: stratified for a campaign sized by margin)")
+        if self.target not in TARGETS:
+            raise ValueError(f"unknown target {self.target!r}; expected one of {', '.join(TARGETS)}")
+        if self.max_faults is not None and (
+            isinstance(self.max_faults, bool) or not isinstance(self.max_faults, int) or self.max_faults < 1
+        ):
+            raise ValueError(f"max_faults must be a positive integer or None (102,400 per layer); got {self.max_faults!r}")
+        if self.sampling != "stratified":
+            if self.max_faults is not None and not self.stratified:
+                raise ValueError("max_faults is the budget of a stratified campaign; this one samples uniformly "
+                                 "(n_faults or Leveugle sizing): leave max_faults out or set sampling='stratified'")
+            return
+        if self.n_faults is not None:
+            raise ValueError("sampling='stratified' sizes each layer by margin and stops there; leave n_faults out "
+                             "(max_faults caps what a layer may spend) or use sampling='uniform'")
+        if self.per_bit:
+            raise ValueError("per_bit sizes a uniform sample per bit; stratified sampling already allocates faults "
+                             "by bit: leave per_bit out or use sampling='uniform'")
+        if not self.fault_model_object().single_site:
+            raise ValueError(f"stratified sampling draws each fault's (element, bit) site by stratum, so it needs a "
+                             f"single-site fault model (e.g. flip, stuck-at-0/1, multi-bit); {self.fault_model!r} puts "
+                             "a fault on several sites: use sampling='uniform'")
+
+    @property
+    def stratified(self) -> bool:
+        """Whether faults are drawn by (layer, bit) strata (see ``sampling``)."""
+        if self.sampling is not None:
+            return self.sampling == "stratified"
+        return self.n_faults is None and not self.per_bit and bool(self.fault_model_object().single_site)
+
+    def stopping_rule(self) -> Any:
+        """When a stratified campaign's layer is done (``headstrong.faults.strata.StoppingRule``)."""
+        from headstrong.faults.strata import DEFAULT_MAX_FAULTS, StoppingRule
+
+        return StoppingRule(target=self.target, margin=self.margin, confidence=self.confidence,
+                            max_faults=self.max_faults or DEFAULT_MAX_FAULTS)
 
     def images_per_fault_for(self, n_eval: int) -> int:
         """Evaluation images each fault meets, out of ``n_eval``: the field, or by default all of
@@ -138,6 +191,8 @@ class CampaignSpec:
             value = getattr(self, field.name)
             if value is None or (field.name == "fault_model" and value == "flip"):
                 continue  # a flip campaign's manifest reads as it did before fault models
+            if field.name == "target" and not self.stratified:
+                continue  # a uniform campaign has no target: its manifest reads as before
             out[field.name] = list(value) if isinstance(value, tuple) else value
         return out
 
