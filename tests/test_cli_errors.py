@@ -64,6 +64,8 @@ def test_a_bug_keeps_its_traceback() -> None:
         (IsADirectoryError(errno.EISDIR, "Is a directory", "folder"), "folder is a folder; give a file"),
         (PermissionError(errno.EACCES, "Permission denied", "/root/x"), "permission denied: /root/x"),
         (TypeError("epochs must be an integer; got 1.5"), "epochs must be an integer"),
+        (RuntimeError("[enforce fail at inline_container.cc:672] . PytorchStreamWriter failed writing file data/0: "
+                      "file write failed"), "writing a file failed (is the disk full?)"),
     ],
 )
 def test_os_and_type_errors_are_one_line(error: Exception, pattern: str) -> None:
@@ -205,6 +207,8 @@ SWEEP = [
     pytest.param(["ra", "CKPT", "--out", "ROOT/a_file"], "is a file", id="ra-out-file"),
     pytest.param(["embed", "--descriptions", "fashion-mnist", "--out", "ROOT/a_folder"], "is a folder",
                  id="embed-out-folder"),
+    pytest.param(["describe", "--classes", "mnist", "--model", "m", "--base-url", "http://127.0.0.1:9/v1",
+                  "--out", "ROOT/a_folder"], "is a folder", id="describe-out-folder"),
     pytest.param(["inject", "CKPT", "--out", "ROOT/i", "--dataset", "imagefolder:ROOT/empty_images", *INJECT],
                  "no class sub-folders", id="imagefolder-empty"),
     pytest.param(["inject", "CKPT", "--out", "ROOT/i", "--dataset", "imagefolder:", *INJECT], "needs a path",
@@ -299,3 +303,34 @@ def test_a_study_asking_for_a_gpu_this_machine_lacks(tmp_path: Path) -> None:
     path.write_text(f'[study]\nbackbones = ["cnn-small"]\nout = "{tmp_path / "s"}"\ndevice = "cuda"\n')
     assert_one_error(runner.invoke(app, ["study", str(path)]), "no CUDA GPU")
     assert not (tmp_path / "s").exists()
+
+
+def test_disk_full_mid_campaign_is_one_line_and_the_rerun_resumes(
+    files: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import errno as errno_codes
+
+    import pyarrow.parquet as pq
+
+    import headstrong as hs
+
+    real_write = pq.write_table
+    calls: list[int] = []
+
+    def write_until_full(*args: object, **kwargs: object) -> None:
+        calls.append(1)
+        if len(calls) > 1:
+            raise OSError(errno_codes.ENOSPC, "No space left on device")
+        real_write(*args, **kwargs)
+
+    out = tmp_path / "run"
+    args = ["inject", str(files["CKPT"]), "--out", str(out), "--max-images", "8", "--n-faults", "12", "--no-progress", "--all-images",
+            "--layers", "head", "--batch-size", "4", "--chunk-size", "4"]
+    monkeypatch.setattr(pq, "write_table", write_until_full)
+    assert_one_error(runner.invoke(app, args), "disk full")
+    kept = sorted(p.name for p in out.rglob("*.parquet"))
+    assert len(kept) == 1  # the chunk written before the disk filled is kept
+    monkeypatch.setattr(pq, "write_table", real_write)
+    again = runner.invoke(app, args)
+    assert again.exit_code == 0, again.output
+    assert len(hs.load_results(out).records) == 12

@@ -86,11 +86,16 @@ def _raised_on_purpose(error: BaseException) -> bool:
     return line.startswith("raise ")
 
 
-def _disk_full(error: BaseException) -> bool:
-    """ENOSPC, also where a library kept only the text (pyarrow) or its own words (torch.save)."""
+def _write_failure(error: BaseException) -> Optional[str]:
+    """ENOSPC (also where a library kept only the text, as pyarrow does), or torch.save's own
+    'file write failed', as one line that says the work done so far is kept."""
     text = str(error)
-    return (getattr(error, "errno", None) in (errno.ENOSPC, errno.EDQUOT) or "No space left on device" in text
-            or (isinstance(error, RuntimeError) and "file write failed" in text))
+    keep = "free some space and rerun the same command: what was written so far is kept and the run resumes from it"
+    if getattr(error, "errno", None) in (errno.ENOSPC, errno.EDQUOT) or "No space left on device" in text:
+        return f"disk full while writing {getattr(error, 'filename', None) or 'a file'}; {keep}"
+    if isinstance(error, RuntimeError) and "file write failed" in text:
+        return f"writing a file failed (is the disk full?); {keep}"
+    return None
 
 
 def bad_input_message(error: BaseException) -> Optional[str]:
@@ -99,10 +104,9 @@ def bad_input_message(error: BaseException) -> Optional[str]:
     A TypeError counts only when a check raised it on purpose; ``'NoneType' object is not
     subscriptable`` is a bug and keeps its traceback.
     """
-    if _disk_full(error):
-        name = getattr(error, "filename", None) or "a file"
-        return (f"disk full while writing {name}; free some space and rerun the same command: "
-                "what was written so far is kept and the run resumes from it")
+    written = _write_failure(error)
+    if written is not None:
+        return written
     if isinstance(error, ValueError) or (isinstance(error, TypeError) and _raised_on_purpose(error)):
         return one_line(str(error)) or type(error).__name__
     if isinstance(error, OSError):

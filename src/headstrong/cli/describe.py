@@ -34,7 +34,10 @@ def describe(
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar."),
 ) -> None:
     """Ask a language model the description questions for every class and save the answers."""
+    from headstrong.cli._options import check_out_file
     from headstrong.textguided import descriptions as desc
+
+    check_out_file(out, example="descriptions.json")
     from headstrong.textguided import llm
 
     names = desc.class_list(classes)
