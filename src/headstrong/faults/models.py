@@ -151,15 +151,15 @@ class FaultEdits:
 
     @property
     def kind(self) -> list[str]:
-        return [KINDS[int(k)] for k in self.kind_codes]
+        return [KINDS[k] for k in self.kind_codes.tolist()]
 
     @property
     def layer(self) -> list[str]:
-        return [self.layer_names[int(i)] for i in self.layer_ids]
+        return [self.layer_names[i] for i in self.layer_ids.tolist()]
 
     @property
     def op(self) -> list[str]:
-        return [OPS[int(o)] for o in self.op_codes]
+        return [OPS[o] for o in self.op_codes.tolist()]
 
     @property
     def n_edits(self) -> int:
