@@ -63,6 +63,13 @@ def _hold_outputs(modules: dict[str, nn.Module], targets: list[str], fmt: str, p
         modules[name].register_forward_hook(lambda mod, args, out, g=g: g.quantize(out).to(out.dtype))
 
 
+def _detected(value: torch.Tensor, bound: float) -> torch.Tensor:
+    """GoldenEye's range detector on one faulty value: NaN, infinite or beyond ±bound -> ±bound."""
+    if not torch.isfinite(value) or abs(float(value)) > bound:
+        return torch.tensor(-bound if float(value) < 0 else bound)
+    return value
+
+
 def reference_inject(model: nn.Module, x: torch.Tensor, records: list[dict], fmt: str = "fp32",
                      range_detector: bool = True) -> torch.Tensor:
     """Logits [len(records), len(x), C]: a deep copy per fault, a forward pass per image."""
@@ -85,9 +92,7 @@ def reference_inject(model: nn.Module, x: torch.Tensor, records: list[dict], fmt
                 flat = out[0].reshape(-1)
                 value = flipped_all.reshape(-1)[rec["index"]]
                 if range_detector:
-                    bound = peak[rec["layer"]]
-                    if not torch.isfinite(value) or abs(float(value)) > bound:
-                        value = torch.tensor(-bound if float(value) < 0 else bound)
+                    value = _detected(value, peak[rec["layer"]])
                 flat[rec["index"]] = value
                 return out
 
@@ -165,9 +170,7 @@ def reference_value_inject(model: nn.Module, x: torch.Tensor, records: list[dict
                         value = new_value(f, old, rec)
                         changed = not (value == old or (value.isnan() and old.isnan()))
                         if range_detector and changed:
-                            bound = peak[rec["layer"]]
-                            if not torch.isfinite(value) or abs(float(value)) > bound:
-                                value = torch.tensor(-bound if float(value) < 0 else bound)
+                            value = _detected(value, peak[rec["layer"]])
                         flat[rec["index"]] = value
                         return out
 
