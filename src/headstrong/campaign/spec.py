@@ -179,8 +179,11 @@ class CampaignSpec:
             raise ValueError(f"fault model {name!r} needs {needed[0]} (e.g. {needed[0]}={FAULT_OPTIONS[needed[0]][1]})")
         params = {"p": self.ber, "k": self.k, "n": self.sites}
         model = get_fault_model(name, **{k: v for k, v in params.items() if v is not None})
-        if name != "flip":  # a flip campaign checks its format when it runs, as before
-            model.check(formats.get(self.fmt))
+        try:
+            fmt = formats.get(self.fmt)
+        except ValueError:
+            return model  # an unknown format name is reported, with the choices, when the campaign runs
+        model.check(fmt)
         return model
 
     # --- serialisation -------------------------------------------------------------------
@@ -247,34 +250,10 @@ def _normalise_bits(bits: Any) -> str | tuple[int, ...] | None:
 
 
 def resolve_bits(spec: CampaignSpec, fmt: Any) -> list[int]:
-    """The bit positions the spec means under a number format (bit 0 = least significant).
-
-    Metadata faults take positions in the metadata (the float32 scale, a bfp exponent field);
-    multi-bit bursts start at a planned bit and need k bits from it."""
-    if spec.fault_model == "metadata":
-        if spec.bits is not None and not isinstance(spec.bits, tuple):
-            raise ValueError(f"metadata faults take bit positions of the metadata or 'all', not {spec.bits!r}")
-        width = fmt.metadata_bits
-        bad = [b for b in (spec.bits or ()) if b >= width]
-        if bad:
-            raise ValueError(f"bit(s) {bad} do not exist in {fmt.name}'s metadata; expected positions 0..{width - 1}")
-        return list(spec.bits) if spec.bits else list(range(width))
-    if spec.fault_model == "multi-bit" and spec.bits is None:
-        return list(range(fmt.bits - int(spec.k or 1) + 1))
-    if spec.bits is None:
-        return list(range(fmt.bits))
-    if isinstance(spec.bits, tuple):
-        bad = [b for b in spec.bits if b >= fmt.bits]
-        if bad:
-            raise ValueError(f"bit(s) {bad} do not exist in {fmt.name}; expected positions 0..{fmt.bits - 1}")
-        return list(spec.bits)
-    groups = fmt.bit_groups()
-    if not groups.get(spec.bits):
-        have = ", ".join(g for g, bits in groups.items() if bits)
-        raise ValueError(
-            f"format {fmt.name} has no {spec.bits} bits; its bit groups are {have} (or give 'all' or positions)"
-        )
-    return sorted(groups[spec.bits])
+    """The bit positions the spec means under a number format (bit 0 = least significant), as
+    its fault model reads them (metadata faults: positions in the metadata; multi-bit: a burst's
+    lowest bit)."""
+    return spec.fault_model_object().planned_bits(fmt, spec.bits)
 
 
 def select_layers(spec: CampaignSpec, available: Sequence[str]) -> list[str]:

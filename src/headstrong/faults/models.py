@@ -263,6 +263,24 @@ class FaultModel(ABC):
         """``count`` faults drawn with ``generator``; ``inputs``: inferences each neuron fault
         is resampled for (models that hit every inference anew); ``bits``: allowed positions."""
 
+    def planned_bits(self, fmt: formats.NumberFormat, bits: str | Sequence[int] | None) -> list[int]:
+        """The bit positions a campaign plans its sites at (bit 0 = least significant): all of
+        the format's (``None``), the positions given, or a bit group (sign, exponent, mantissa)."""
+        if bits is None:
+            return list(range(fmt.bits))
+        if not isinstance(bits, str):
+            bad = [b for b in bits if b >= fmt.bits]
+            if bad:
+                raise ValueError(f"bit(s) {bad} do not exist in {fmt.name}; expected positions 0..{fmt.bits - 1}")
+            return list(bits)
+        groups = fmt.bit_groups()
+        if not groups.get(bits):
+            have = ", ".join(g for g, members in groups.items() if members)
+            raise ValueError(
+                f"format {fmt.name} has no {bits} bits; its bit groups are {have} (or give 'all' or positions)"
+            )
+        return sorted(groups[bits])
+
     def permanent(self, kind: str) -> bool:
         """Whether a fault stays for every inference (then it meets many images in a campaign):
         a weight fault does; an activation upset hits one inference."""
@@ -378,6 +396,10 @@ class MultiBit(_SingleSite):
             )
         return fmt
 
+    def planned_bits(self, fmt: formats.NumberFormat, bits: str | Sequence[int] | None) -> list[int]:
+        """A planned bit is a burst's lowest: by default every bit with k bits above it."""
+        return list(range(fmt.bits - self.k + 1)) if bits is None else super().planned_bits(fmt, bits)
+
     def _draw(self, fmt: formats.NumberFormat, bits: Sequence[int] | None, count: int,
               generator: torch.Generator | None) -> tuple[str, torch.Tensor]:
         """Bursts: a lowest bit uniform over those whose k bits are all allowed; anywhere: k
@@ -419,6 +441,16 @@ class Metadata(_SingleSite):
                 "on their own bits alone); use int8, int16 (a float32 scale) or bfpM_B (shared exponents)"
             )
         return fmt
+
+    def planned_bits(self, fmt: formats.NumberFormat, bits: str | Sequence[int] | None) -> list[int]:
+        """Positions in the metadata (the float32 scale, a bfp exponent field), not the values'."""
+        if isinstance(bits, str):
+            raise ValueError(f"metadata faults take bit positions of the metadata or 'all', not {bits!r}")
+        width = fmt.metadata_bits
+        bad = [b for b in (bits or ()) if b >= width]
+        if bad:
+            raise ValueError(f"bit(s) {bad} do not exist in {fmt.name}'s metadata; expected positions 0..{width - 1}")
+        return list(bits) if bits else list(range(width))
 
     def bit_choices(self, fmt: formats.NumberFormat, bits: Sequence[int] | None) -> torch.Tensor:
         width = fmt.metadata_bits
