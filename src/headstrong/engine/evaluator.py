@@ -591,7 +591,8 @@ class FaultEvaluator:
         bound = self._require_profile()[layer].out_max_abs if self.range_detector else None
 
         def apply(value: torch.Tensor) -> torch.Tensor:
-            new, hit = edit_tensor(value, fmt, rows, edits.index[e], edits.op_codes[e], edits.mask[e], bound)
+            new, hit = edit_tensor(value, fmt, rows, edits.index[e], edits.op_codes[e], edits.mask[e], bound,
+                                   edits.value_fn)
             changed[rows[hit.cpu()]] = True
             return new
 
@@ -697,7 +698,7 @@ class FaultEvaluator:
         module = self._modules[layer]
         weight = self._held_weight(layer)
         value, hit = edited_elements(weight, self._w_fmt[layer], edits.index[mine].to(weight.device),
-                                     edits.op_codes[mine], edits.mask[mine])
+                                     edits.op_codes[mine], edits.mask[mine], edits.value_fn)
         position = torch.full((edits.n_edits,), -1, dtype=torch.int64)
         position[mine] = torch.arange(len(mine))
         k = position[e]
@@ -856,13 +857,15 @@ class FaultEvaluator:
                     if bool((edits.op_codes[sel] == META).any()):  # the whole tensor depends on it
                         weight = self._held_weight(name)
                         new, hit = edit_tensor(weight.unsqueeze(0), self._w_fmt[name], torch.zeros_like(sel),
-                                               edits.index[sel], edits.op_codes[sel], edits.mask[sel])
+                                               edits.index[sel], edits.op_codes[sel], edits.mask[sel],
+                                               value_fn=edits.value_fn)
                         state[f"{name}.weight"] = new[0]
                     else:
                         scratch = self._scratch_weight(name)
                         device = scratch.device
                         keys, _, values, hit = edit_sparse(scratch, self._w_fmt[name], edits.index[sel].to(device),
-                                                           edits.op_codes[sel].to(device), edits.mask[sel].to(device))
+                                                           edits.op_codes[sel].to(device), edits.mask[sel].to(device),
+                                                           value_fn=edits.value_fn)
                         flat = scratch.view(-1)
                         undo.append((flat, keys, flat[keys].clone()))
                         flat[keys] = values.to(flat.dtype)
