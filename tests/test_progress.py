@@ -22,7 +22,7 @@ class Clock:
 def test_plain_lines_come_at_most_once_per_interval() -> None:
     clock, stream = Clock(), io.StringIO()
     plain = PlainProgress(total=1000, done=0, stream=stream, every=30.0, clock=clock)
-    for _ in range(10):  # 10 s of work, 100 faults a second: no line yet
+    for _ in range(10):  # 10 s of work, 100 pairs a second: no line yet
         clock.now += 1
         plain.advance(100)
     assert stream.getvalue() == ""
@@ -31,8 +31,8 @@ def test_plain_lines_come_at_most_once_per_interval() -> None:
         clock.now = 30.0 * second
         plain.advance(100)
     lines = stream.getvalue().splitlines()
-    assert len(lines) == 9  # one line per 30 s step while faults remain
-    assert lines[0].startswith("faults 100/1,000 (10%)") and "faults/s" in lines[0] and "left" in lines[0]
+    assert len(lines) == 9  # one line per 30 s step while pairs remain
+    assert lines[0].startswith("pairs 100/1,000 (10%)") and "pairs/s" in lines[0] and "left" in lines[0]
 
 
 def test_not_a_terminal_gets_a_start_line_progress_and_an_end_line() -> None:
@@ -41,16 +41,17 @@ def test_not_a_terminal_gets_a_start_line_progress_and_an_end_line() -> None:
         for _ in range(3):
             advance(100)
     lines = stream.getvalue().splitlines()
-    assert lines[0] == "campaign: 300 faults planned"
-    assert lines[1].startswith("faults 100/300 (33%)") and lines[2].startswith("faults 200/300 (67%)")
-    assert lines[-1].startswith("faults 300/300 (100%)") and lines[-1].endswith(": done")
+    assert lines[0] == "campaign: 300 (fault, image) pairs planned"
+    assert lines[1].startswith("pairs 100/300 (33%)") and lines[2].startswith("pairs 200/300 (67%)")
+    assert lines[-1].startswith("pairs 300/300 (100%)") and lines[-1].endswith(": done")
     assert "\x1b" not in stream.getvalue()  # no terminal control codes in a log file
 
 
 def test_a_resumed_run_says_how_much_it_found_done() -> None:
-    assert start_line(5000, 1234) == ("campaign: resuming: 1,234 of 5,000 planned faults (25%) were found done, "
-                                      "3,766 left to run")
-    assert start_line(5000, 5000) == "campaign: all 5,000 planned faults were found done; nothing left to run"
+    assert start_line(5000, 1234) == ("campaign: resuming: 1,234 of 5,000 planned (fault, image) pairs (25%) were "
+                                      "found done, 3,766 left to run")
+    assert start_line(5000, 5000) == ("campaign: all 5,000 planned (fault, image) pairs were found done; "
+                                      "nothing left to run")
     stream = io.StringIO()
     with campaign_progress(True, 5000, 5000, stream=stream):
         pass
@@ -64,7 +65,7 @@ def test_ctrl_c_says_how_far_it_got() -> None:
             advance(50)
             raise KeyboardInterrupt
     assert stream.getvalue().splitlines()[-1] == (
-        "campaign: interrupted at 150 of 400 faults; the finished chunks are stored"
+        "campaign: interrupted at 150 of 400 pairs; the finished chunks are stored"
     )
 
 

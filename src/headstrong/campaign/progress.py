@@ -1,8 +1,9 @@
 """Campaign progress: a rich bar in a terminal, plain lines at a steady pace anywhere else.
 
-A batch job or a redirected log gets one line when the campaign starts (how many faults are
-planned and, on a resumed run, how many were found done), a line every ``every`` seconds while it
-runs, and one at the end, instead of nothing until the end. Ctrl-C prints how far it got (what is
+A batch job or a redirected log gets one line when the campaign starts (how many (fault, image)
+pairs are planned and, on a resumed run, how many were found done), a line every ``every`` seconds
+while it runs, and one at the end, instead of nothing until the end. Campaigns count pairs: a
+fault that meets N images (``images_per_fault``) is N pairs. Ctrl-C prints how far it got (what is
 stored is kept; the command line's handler says how to resume) before the interrupt goes on.
 """
 
@@ -31,7 +32,7 @@ PLAIN_EVERY = 30.0  # seconds between plain progress lines
 class _RateColumn(ProgressColumn):
     def render(self, task: Task) -> Text:
         speed = task.finished_speed or task.speed
-        return Text("-- faults/s" if speed is None else f"{speed:,.0f} faults/s", style="progress.data.speed")
+        return Text("-- pairs/s" if speed is None else f"{speed:,.0f} pairs/s", style="progress.data.speed")
 
 
 def _duration(seconds: float) -> str:
@@ -41,7 +42,7 @@ def _duration(seconds: float) -> str:
     return f"{hours}h{minutes:02d}m{secs:02d}s" if hours else f"{minutes}m{secs:02d}s" if minutes else f"{secs}s"
 
 
-def start_line(total: int, done: int, what: str = "campaign", unit: str = "faults") -> str:
+def start_line(total: int, done: int, what: str = "campaign", unit: str = "(fault, image) pairs") -> str:
     """The first line: what is planned and, on a resumed run, how much was found done."""
     if done <= 0:
         return f"{what}: {total:,} {unit} planned"
@@ -55,7 +56,7 @@ class PlainProgress:
     """Progress as plain lines, at most one every ``every`` seconds (and one at the end)."""
 
     def __init__(self, total: int, done: int, stream: TextIO, every: float = PLAIN_EVERY,
-                 clock: Callable[[], float] = time.monotonic, unit: str = "faults") -> None:
+                 clock: Callable[[], float] = time.monotonic, unit: str = "pairs") -> None:
         self.total, self.done, self.stream, self.every, self.clock = total, done, stream, every, clock
         self.unit = unit
         self.start_done = done
@@ -91,7 +92,8 @@ def is_terminal(stream: Optional[TextIO]) -> bool:
 @contextmanager
 def campaign_progress(enabled: bool, total: int, done: int = 0, *, stream: Optional[TextIO] = None,
                       every: float = PLAIN_EVERY) -> Iterator[Callable[[int], None]]:
-    """Yields ``advance(n)``; a no-op when disabled. ``done`` faults were stored by an earlier run.
+    """Yields ``advance(n)``; a no-op when disabled. ``total`` and ``done`` count (fault, image) pairs;
+    ``done`` were stored by an earlier run.
 
     ``stream`` (default stderr) decides the form: a terminal gets the bar, anything else plain lines.
     """
@@ -105,13 +107,13 @@ def campaign_progress(enabled: bool, total: int, done: int = 0, *, stream: Optio
         try:
             yield plain.advance
         except KeyboardInterrupt:
-            plain.say(f"campaign: interrupted at {plain.done:,} of {total:,} faults; the finished chunks are stored")
+            plain.say(f"campaign: interrupted at {plain.done:,} of {total:,} pairs; the finished chunks are stored")
             raise
         if plain.done > plain.start_done:
             plain.say(plain.line() + ": done")
         return
     columns = (
-        TextColumn("faults"),
+        TextColumn("pairs"),
         BarColumn(),
         MofNCompleteColumn(),
         _RateColumn(),
@@ -127,6 +129,6 @@ def campaign_progress(enabled: bool, total: int, done: int = 0, *, stream: Optio
             yield lambda n: bar.advance(task, n)
         except KeyboardInterrupt:
             bar.stop()
-            console.print(f"campaign: interrupted at {int(bar.tasks[0].completed):,} of {total:,} faults; "
+            console.print(f"campaign: interrupted at {int(bar.tasks[0].completed):,} of {total:,} pairs; "
                           "the finished chunks are stored")
             raise
