@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import warnings
 from pathlib import Path
 
@@ -90,3 +91,24 @@ def test_max_faults_below_the_pilot_is_refused(data) -> None:
     model, xy = data
     with pytest.raises(ValueError, match=r"max_faults=100 is below the pilot of layer 'fc1' \(16 faults x 32"):
         hs.run_campaign(model, xy, SPEC.replace(max_faults=100), progress=False)
+
+
+def test_cli_runs_a_stratified_campaign_and_says_the_faults_per_layer(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from headstrong.cli.main import app
+    from headstrong.train import save_checkpoint
+
+    torch.manual_seed(0)
+    model = hs.build_baseline("cnn-small", num_classes=10, in_chans=1, small_input=True)
+    checkpoint = save_checkpoint(tmp_path / "model.pt", model)
+    args = ["inject", str(checkpoint), "--dataset", "fashion-mnist", "--max-images", "32", "--all-images",
+            "--layers", "head", "--sampling", "stratified", "--target", "mismatch", "--margin", "0.01",
+            "--out", str(tmp_path / "run")]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    assert re.search(r"round 1: .*half-width [\d.e-]+ vs target 0\.01", result.stderr)
+    spent = hs.load_results(tmp_path / "run").per_layer["n_faults"].iloc[0]
+    assert re.search(rf"head\s+{spent:,}\s+[\d.e-]+\s+0\.01\s+reached", result.stdout)
+    bad = CliRunner().invoke(app, [*args[:-1], str(tmp_path / "bad"), "--target", "loss"])
+    assert bad.exit_code == 2 and "unknown target 'loss'; expected one of mismatch, delta_loss" in bad.output

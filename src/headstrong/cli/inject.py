@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 from typing import Any, Optional
 
@@ -161,9 +162,18 @@ def inject(
     layers: Optional[str] = typer.Option(None, "--layers", help="all, a glob ('layer1.*') or names separated by commas."),
     fmt: Optional[str] = typer.Option(None, "--fmt", help="Number format: fp32 fp16 bf16 fp8_e4m3 int8 ... (default fp32)."),
     bits: Optional[str] = typer.Option(None, "--bits", help="all, sign, exponent, mantissa or positions (23,30)."),
-    n_faults: Optional[int] = typer.Option(None, "--n-faults", help="Faults per layer; default: Leveugle sample size."),
-    margin: Optional[float] = typer.Option(None, "--margin", help="Leveugle error margin, in (0, 1) (default 0.01)."),
-    confidence: Optional[float] = typer.Option(None, "--confidence", help="Leveugle confidence (default 0.99)."),
+    n_faults: Optional[int] = typer.Option(None, "--n-faults", help="Faults per layer (uniform); default: sized by --margin."),
+    margin: Optional[float] = typer.Option(None, "--margin", help="Interval half-width to reach, in (0, 1) (default 0.01)."),
+    confidence: Optional[float] = typer.Option(None, "--confidence", help="Confidence of that interval (default 0.99)."),
+    sampling: Optional[str] = typer.Option(
+        None, "--sampling", help="stratified (pilot, Neyman rounds by bit, stops at --margin) or uniform (Leveugle or "
+        "--n-faults) [default: stratified without --n-faults].",
+    ),
+    target: Optional[str] = typer.Option(
+        None, "--target", help="What --margin is on when stratified: mismatch (absolute) or delta_loss (relative) "
+        "[default: mismatch].",
+    ),
+    max_faults: Optional[int] = typer.Option(None, "--max-faults", help="A stratified layer's budget (default 102,400)."),
     per_bit: Optional[bool] = typer.Option(None, "--per-bit/--per-layer", help="Size the sample per bit stratum."),
     seed: Optional[int] = typer.Option(None, "--seed", help="Seed of the fault sampler (default 0)."),
     only_correct: Optional[bool] = typer.Option(
@@ -206,6 +216,7 @@ def inject(
         "only_correct": only_correct, "range_detector": range_detector, "max_images": max_images,
         "fault_model": fault_model, "ber": ber, "k": k, "sites": sites,
         "images_per_fault": parse_images_per_fault(images_per_fault),
+        "sampling": sampling, "target": target, "max_faults": max_faults,
     })  # fmt: skip
     from headstrong.data import load_dataset
 
@@ -213,12 +224,49 @@ def inject(
     net = load_model(model, dataset, num_classes, in_chans)
     check_model_fits(net, data)
     check_fault_budget(net, data, spec)
-    result = run_campaign(
-        net, data, spec, device=device, out=out, backend=backend, batch_size=batch_size,
-        chunk_size=chunk_size, progress=progress, ray_address=ray_address,
-        num_workers=workers,
-    )  # fmt: skip
+    with warnings.catch_warnings(record=True) as said:
+        warnings.simplefilter("always")
+        result = run_campaign(
+            net, data, spec, device=device, out=out, backend=backend, batch_size=batch_size,
+            chunk_size=chunk_size, progress=progress, ray_address=ray_address,
+            num_workers=workers, on_round=say_round if progress and spec.stratified else None,
+        )  # fmt: skip
     finish_run(result, model)
+    if spec.stratified:
+        typer.echo(faults_table(result))
+    for warning in said:
+        typer.echo(f"warning: {warning.message}", err=True)
+
+
+def say_round(number: int, steps: dict[str, Any]) -> None:
+    """A stratified campaign's progress: where the widest layer's half-width stands against its goal."""
+    running = {name: step for name, step in steps.items() if not step.done}
+    spent = sum(step.spent for step in steps.values())
+    if not running or number == 0:
+        typer.echo(f"round {number}: {'pilot' if number == 0 else 'done'}, {spent:,} faults so far", err=True)
+        return
+    name, step = max(running.items(), key=lambda item: item[1].half_width / max(item[1].goal, 1e-300))
+    typer.echo(f"round {number}: {len(running)} of {len(steps)} layers running, {spent:,} faults so far; widest: "
+               f"{name} half-width {step.half_width:.4g} vs target {step.goal:.4g}, "
+               f"{int(step.counts.sum()):,} more faults", err=True)
+
+
+def faults_table(result: Any) -> str:
+    """The faults each layer of a stratified campaign needed, and the half-width it reached."""
+    spec = result.spec
+    rows = result.per_layer
+    key = "mismatch" if spec.target == "mismatch" else "delta_loss"
+    half = (rows[f"{key}_ci_high"] - rows[f"{key}_ci_low"]) / 2
+    goal = spec.margin * (1.0 if key == "mismatch" else rows["delta_loss_mean"].abs()) + 0 * half
+    width = max(len("layer"), *(len(str(n)) for n in rows["layer"]))
+    what = "absolute" if key == "mismatch" else "relative"
+    lines = [f"stratified by bit, target {spec.target} ±{spec.margin:g} ({what}) at {spec.confidence:.0%}:",
+             f"{'layer':<{width}}  {'faults':>9}  {'half-width':>10}  {'goal':>10}  status"]
+    for name, n, h, g in zip(rows["layer"], rows["n_faults"], half, goal):
+        lines.append(f"{name:<{width}}  {int(n):>9,}  {h:>10.4g}  {g:>10.4g}  "
+                     f"{'reached' if h <= g else 'max_faults spent'}")
+    lines.append(f"{'all layers':<{width}}  {int(rows['n_faults'].sum()):>9,}")
+    return "\n".join(lines)
 
 
 def finish_run(result: Any, model: str) -> None:
