@@ -44,6 +44,30 @@ class HardenOptions:
     batch_size: int = 128
     seed: int = 0
 
+    def __post_init__(self) -> None:
+        """Check every setting now, before any training or profiling runs."""
+        from headstrong import formats
+        from headstrong.harden.duplicate import MODES as REDUNDANCY
+        from headstrong.harden.finetune import KINDS
+        from headstrong.harden.range import _check_options, _parse_bounds
+
+        _parse_bounds(self.bounds)
+        _check_options("clamp", self.where)
+        if self.redundancy not in REDUNDANCY:
+            raise ValueError(f"unknown redundancy {self.redundancy!r}; expected one of {', '.join(REDUNDANCY)}")
+        if self.kind not in KINDS:
+            raise ValueError(f"unknown kind {self.kind!r}; expected one of {', '.join(KINDS)}")
+        formats.get(self.fmt)
+        if self.rate is not None and (isinstance(self.rate, bool) or not isinstance(self.rate, (int, float))
+                                      or not 0.0 <= float(self.rate) <= 1.0):
+            raise ValueError(f"rate must be a bit-error rate in [0, 1] (e.g. 1e-6); got {self.rate!r}")
+        for name, low in (("flips", 0), ("epochs", 1), ("batch_size", 1), ("top", 1), ("limit_train", 1)):
+            value = getattr(self, name)
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < low):
+                raise ValueError(f"{name} must be an integer >= {low}; got {value!r}")
+        if isinstance(self.lr, bool) or not isinstance(self.lr, (int, float)) or not self.lr > 0:
+            raise ValueError(f"lr must be a positive number; got {self.lr!r}")
+
 
 def parse_methods(text: str) -> tuple[str, ...]:
     """``"range+duplicate"`` -> ("range", "duplicate") in the order they run; ``"none"`` -> ()."""

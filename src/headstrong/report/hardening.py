@@ -125,7 +125,9 @@ def improvement(reference: pd.DataFrame, hardened: pd.DataFrame, layers: Sequenc
     ratios = ratios[~np.isnan(ratios)]
     if len(ratios) == 0:
         return Ratio(float(point), math.nan, math.nan, level)
-    low, high = np.quantile(ratios, [(1 - level) / 2, (1 + level) / 2])
+    # "inverted_cdf" picks observed draws: no arithmetic on inf (a hardened layer where no fault
+    # survived gives an infinite ratio, and its interval may reach inf)
+    low, high = np.quantile(ratios, [(1 - level) / 2, (1 + level) / 2], method="inverted_cdf")
     return Ratio(float(point), float(low), float(high), level)
 
 

@@ -12,8 +12,8 @@ from pathlib import Path
 from typing import Any
 
 # The "init" axis: the baseline (ordinary C-way Linear) and the text-guided head's four inits.
-INITS = ("baseline", "text", "name", "random", "random-linear")
-STUDY_KEYS = ("name", "dataset", "encoder", "backbones", "inits", "formats", "seeds", "out", "device")
+INITS = ("baseline", "text", "name", "random", "random-linear", "etf")
+STUDY_KEYS = ("name", "dataset", "encoder", "backbones", "inits", "formats", "seeds", "hardenings", "out", "device")
 CAMPAIGN_KEYS = ("n_faults", "max_images", "weight_last_layer", "weight_n_faults", "range_detector", "batch_size")
 # Train settings the grid sets itself, per cell: they may not appear under [train].
 GRID_OWNED_TRAIN_KEYS = ("backbone", "head", "init", "seed", "dataset", "encoder", "device")
@@ -40,6 +40,10 @@ class StudyConfig:
     inits: tuple[str, ...] = ("baseline", "text")
     formats: tuple[str, ...] = ("fp32", "bf16")
     seeds: tuple[int, ...] = (0,)
+    # The hardening axis: "none", a method of headstrong.harden or a '+' combination, per cell;
+    # [harden] holds the methods' settings (headstrong.harden.HardenOptions fields).
+    hardenings: tuple[str, ...] = ("none",)
+    harden: dict[str, Any] = field(default_factory=dict)
     out: str = "runs/study"
     device: str = "cpu"
     train: dict[str, Any] = field(default_factory=dict)
@@ -47,8 +51,10 @@ class StudyConfig:
 
     def to_dict(self) -> dict[str, Any]:
         data = dataclasses.asdict(self)
-        for key in ("backbones", "inits", "formats", "seeds"):
+        for key in ("backbones", "inits", "formats", "seeds", "hardenings"):
             data[key] = list(data[key])
+        if data["hardenings"] == ["none"] and not data["harden"]:  # a study without the axis stays as it was
+            del data["hardenings"], data["harden"]
         return data
 
 
@@ -84,18 +90,16 @@ def parse_study(data: dict[str, Any]) -> StudyConfig:
     from headstrong.textguided.backbones import list_backbones
     from headstrong.train import TrainConfig
 
-    _unknown("top level", set(data), ("study", "train", "campaign"))
+    _unknown("top level", set(data), ("study", "train", "campaign", "harden"))
     study = dict(data.get("study", {}))
-    from headstrong._device import resolve_device
     _unknown("study", set(study), STUDY_KEYS)
-    from headstrong.textguided.encoders import check_encoder
     values: dict[str, Any] = {}
     for key in ("name", "dataset", "encoder", "out", "device"):
         if key in study:
             if not isinstance(study[key], str) or not study[key]:
                 raise ValueError(f"[study] {key} must be a non-empty string; got {study[key]!r}")
             values[key] = study[key]
-    for key, kind in (("backbones", str), ("inits", str), ("formats", str), ("seeds", int)):
+    for key, kind in (("backbones", str), ("inits", str), ("formats", str), ("seeds", int), ("hardenings", str)):
         if key in study:
             values[key] = _list_of(key, study[key], kind)
     config = StudyConfig(**values)
@@ -104,10 +108,6 @@ def parse_study(data: dict[str, Any]) -> StudyConfig:
     if config.dataset not in datasets and not config.dataset.startswith("imagefolder:"):
         raise ValueError(f"[study] dataset: unknown {config.dataset!r}; allowed: {', '.join(datasets)}, imagefolder:PATH")
     _check_choices("inits", config.inits, INITS)
-    if "encoder" in values:
-        check_encoder(values["encoder"])
-    if "device" in values:  # an unknown name is refused now; a missing GPU where the study runs
-        values["device"] = str(resolve_device(values["device"], available=False))
     if "baseline" not in config.inits:
         raise ValueError("[study] inits must include 'baseline': every text-guided model is compared to it")
     _check_choices("formats", config.formats, formats.list())
@@ -136,7 +136,25 @@ def parse_study(data: dict[str, Any]) -> StudyConfig:
     for key in ("weight_last_layer", "range_detector"):
         if key in campaign and not isinstance(campaign[key], bool):
             raise ValueError(f"[campaign] {key} must be true or false; got {campaign[key]!r}")
-    return dataclasses.replace(config, train=train, campaign=CampaignSettings(**campaign))
+    harden = _check_harden(config.hardenings, dict(data.get("harden", {})))
+    return dataclasses.replace(config, train=train, campaign=CampaignSettings(**campaign), harden=harden)
+
+
+def _check_harden(hardenings: tuple[str, ...], settings: dict[str, Any]) -> dict[str, Any]:
+    """Every hardening parses (names what is allowed) and [harden] holds known settings."""
+    from headstrong.harden import HardenOptions, parse_methods
+
+    if "none" not in hardenings:
+        raise ValueError("[study] hardenings must include 'none': every hardening is compared to the unhardened model")
+    for text in hardenings:
+        try:
+            parse_methods(text)
+        except ValueError as error:
+            raise ValueError(f"[study] hardenings: {error}") from None
+    allowed = [f.name for f in dataclasses.fields(HardenOptions) if f.name not in ("top", "layers", "seed")]
+    _unknown("harden", set(settings), allowed)
+    HardenOptions(**settings)
+    return settings
 
 
 def load_study(path: str | Path) -> StudyConfig:

@@ -29,9 +29,16 @@ class Cell:
     backbone: str
     init: str  # "baseline" or a text-guided init
     seed: int
+    hardening: str = "none"  # "none", a headstrong.harden method or a '+' combination
 
     @property
     def name(self) -> str:
+        suffix = "" if self.hardening == "none" else "__" + self.hardening.replace("+", "-")
+        return f"{self.backbone}__{self.init}__s{self.seed}{suffix}"
+
+    @property
+    def trained_name(self) -> str:
+        """The trained model's folder: shared by every hardening of the same model."""
         return f"{self.backbone}__{self.init}__s{self.seed}"
 
     @property
@@ -47,6 +54,8 @@ class CellResult:
     macs: int
     checkpoint: Path
     campaigns: dict[str, Any] = field(default_factory=dict)  # campaign name -> CampaignResult
+    cost: Any = None  # headstrong.harden.Cost against the unhardened model (hardened cells)
+    correct: Any = None  # per test image: classified correctly (hardened cells and their references)
 
 
 @dataclass
@@ -68,16 +77,27 @@ class StudyResult:
     summary: pd.DataFrame  # one row per (backbone, init, seed, campaign): last-layer and overall improvement
     out: Path
     report: Optional[Path] = None
+    hardening: Optional[pd.DataFrame] = None  # one row per (hardened cell, campaign): resilience against cost
+    hardening_rows: list[Any] = field(default_factory=list)  # report.hardening.HardeningRow, same rows
 
 
 def grid(config: StudyConfig) -> list[Cell]:
-    """Cells in the order they run: per backbone and seed, the baseline first."""
+    """Cells in the order they run: per backbone and seed, the baseline first; per model, the
+    unhardened cell first."""
     inits = ["baseline", *[i for i in config.inits if i != "baseline"]]
-    return [Cell(b, i, s) for b in config.backbones for s in config.seeds for i in inits]
+    hardenings = ["none", *[h for h in config.hardenings if h != "none"]]
+    return [Cell(b, i, s, h) for b in config.backbones for s in config.seeds for i in inits for h in hardenings]
+
+
+DETECTOR_OFF = "-detector-off"
 
 
 def campaign_names(config: StudyConfig) -> list[str]:
+    """Neuron campaigns per format; with a hardening axis and the range detector on, each again
+    with the detector off (a range-restricted model is its own detector: judge it without)."""
     names = [f"neuron-{fmt}" for fmt in config.formats]
+    if config.campaign.range_detector and any(h != "none" for h in config.hardenings):
+        names += [f"neuron-{fmt}{DETECTOR_OFF}" for fmt in config.formats]
     if config.campaign.weight_last_layer:
         names.append("weight-last-fp32")
     return names
@@ -107,26 +127,45 @@ def _campaign_spec(config: StudyConfig, name: str, seed: int, classifier: str) -
     from headstrong.campaign import CampaignSpec
 
     settings = config.campaign
-    common = dict(seed=seed, max_images=settings.max_images, range_detector=settings.range_detector)
+    detector = settings.range_detector and not name.endswith(DETECTOR_OFF)
+    common = dict(seed=seed, max_images=settings.max_images, range_detector=detector)
     if name.startswith("neuron-"):
-        return CampaignSpec(kind="neuron", layers="all", fmt=name[len("neuron-"):], n_faults=settings.n_faults, **common)
+        fmt = name[len("neuron-"):].removesuffix(DETECTOR_OFF)
+        return CampaignSpec(kind="neuron", layers="all", fmt=fmt, n_faults=settings.n_faults, **common)
     return CampaignSpec(kind="weight", layers=(classifier,), fmt="fp32", n_faults=settings.weight_n_faults, **common)
 
 
-def run_cell(config: StudyConfig, cell: Cell, eval_data: Any, out: Path, say: Say, progress: bool) -> CellResult:
+def run_cell(config: StudyConfig, cell: Cell, eval_data: Any, out: Path, say: Say, progress: bool,
+             reference: Optional[CellResult] = None) -> CellResult:
+    """Train (or find) the cell's model, harden it when the cell asks, run its campaigns.
+
+    ``reference``: the unhardened baseline cell of the same backbone and seed (hardened cells
+    are measured against it: latency in the same run, accuracy on the same images)."""
     from headstrong.campaign import run_campaign
     from headstrong.train import load_checkpoint, train
 
-    cell_dir = out / "models" / cell.name
-    say(f"[bold]train[/] {cell.name}")
+    cell_dir = out / "models" / cell.trained_name
+    say(f"[bold]train[/] {cell.trained_name}")
     trained = train(_train_config(config, cell), cell_dir, progress=progress)
     model, _ = load_checkpoint(trained.checkpoint)
     model.eval()
+    top1 = float(trained.top1) / 100.0  # percent -> share
+    cost = correct = None
+    if reference is not None and any(h != "none" for h in config.hardenings):
+        if cell.hardening != "none":
+            say(f"[bold]harden[/] {cell.name}")
+        model, cost, correct = _harden(config, cell, model, reference, out)
+        top1 = float(correct.float().mean())
     params, macs = _cost(model, tuple(eval_data[0].shape[1:]))
-    result = CellResult(cell, float(trained.top1) / 100.0, params, macs, trained.checkpoint)  # percent -> share
+    if cost is not None:  # counted from what runs: duplicates, stored bounds and copies included
+        params, macs = cost.params, cost.macs
+    result = CellResult(cell, top1, params, macs, trained.checkpoint, cost=cost, correct=correct)
     classifier = getattr(model, "classifier_name", None)
     for name in campaign_names(config):
         if name.startswith("weight") and classifier is None:
+            continue
+        if name.startswith("weight") and not _weight_faults_modelled(model, classifier):
+            say(f"[yellow]skip[/] {cell.name} {name}: weight faults on a duplicated layer need tmr with separate weights")
             continue
         say(f"[bold]campaign[/] {cell.name} {name}")
         spec = _campaign_spec(config, name, cell.seed, classifier or "")
@@ -135,6 +174,49 @@ def run_cell(config: StudyConfig, cell: Cell, eval_data: Any, out: Path, say: Sa
             batch_size=config.campaign.batch_size, progress=progress,
         )
     return result
+
+
+def _weight_faults_modelled(model: torch.nn.Module, classifier: Optional[str]) -> bool:
+    """False when the classifier is duplicated in a way weight campaigns would overstate
+    (see headstrong.harden.duplicate: only TMR with separate weights is modelled exactly)."""
+    for step in getattr(model, "hardening", None) or []:
+        if step.get("method") == "duplicate" and classifier in step.get("layers", ()):
+            if not (step.get("mode") == "tmr" and step.get("separate_weights")):
+                return False
+    return True
+
+
+def _images(dataset: Any) -> tuple[torch.Tensor, torch.Tensor]:
+    images, labels = zip(*(dataset[i] for i in range(len(dataset))))
+    return torch.stack(images), torch.as_tensor(labels)
+
+
+@torch.no_grad()
+def _correct(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    model.eval()
+    return torch.cat([model(x[i:i + 500]).argmax(1) == y[i:i + 500] for i in range(0, len(x), 500)])
+
+
+def _harden(config: StudyConfig, cell: Cell, model: torch.nn.Module, reference: Optional[CellResult],
+            out: Path) -> tuple[torch.nn.Module, Any, torch.Tensor]:
+    """The cell's hardened model, its cost against the unhardened baseline (measured now, in
+    this run) and which test images it classifies correctly (the recipe's test subset)."""
+    from headstrong.data import load_dataset
+    from headstrong.harden import HardenOptions, apply_methods, measure_cost, parse_methods
+    from headstrong.train import load_checkpoint
+
+    if reference is None:
+        raise ValueError(f"internal: hardened cell {cell.name} has no unhardened baseline to compare with")
+    options = HardenOptions(**{**config.harden, "seed": cell.seed})
+    profile, _ = _images(load_dataset(config.dataset, "train", limit=2000, seed=1))
+    hardened = apply_methods(model, parse_methods(cell.hardening), options, profile_data=profile,
+                             train_data=config.dataset, out=out / "models" / cell.name / "fault_aware")
+    test_x, test_y = _images(load_dataset(config.dataset, "test", limit=config.train.get("limit_test"), seed=cell.seed))
+    base, _ = load_checkpoint(reference.checkpoint)
+    if reference.correct is None:
+        reference.correct = _correct(base, test_x, test_y)
+    cost = measure_cost(hardened, base, test_x[:128], repeats=20)
+    return hardened, cost, _correct(hardened, test_x, test_y)
 
 
 def _eval_data(config: StudyConfig) -> tuple[torch.Tensor, torch.Tensor]:
@@ -215,15 +297,64 @@ def _run_study_held(config: StudyConfig, out: Path, progress: bool, say: Optiona
     _check_same_study(config, out)
     say = say or (lambda message: None)
     eval_data = _eval_data(config)
-    cells = [run_cell(config, cell, eval_data, out, say, progress) for cell in grid(config)]
-    pairs = compare_cells(cells)
+    cells: list[CellResult] = []
+    for cell in grid(config):
+        reference = next((r for r in cells if r.cell == Cell(cell.backbone, "baseline", cell.seed)), None)
+        cells.append(run_cell(config, cell, eval_data, out, say, progress, reference))
+    pairs = compare_cells([r for r in cells if r.cell.hardening == "none"])
     comparisons, summary = tabulate(pairs)
     comparisons.to_csv(out / "comparisons.csv", index=False)
     summary.to_csv(out / "summary.csv", index=False)
     result = StudyResult(config, cells, pairs, comparisons, summary, out)
+    result.hardening_rows = hardening_rows(cells)
+    if result.hardening_rows:
+        from headstrong.report.hardening import hardening_table
+
+        result.hardening = hardening_table(result.hardening_rows)
+        result.hardening.to_csv(out / "hardening.csv", index=False)
     say("[bold]report[/]")
     result.report = write_study_report(result)
     return result
+
+
+def hardening_rows(cells: list[CellResult]) -> list[Any]:
+    """Every hardened cell (and every unhardened text-guided cell, when hardenings ran) against
+    the unhardened baseline of its backbone and seed, per neuron campaign."""
+    from headstrong.report.hardening import (
+        HardeningRow,
+        Ratio,
+        accuracy_change,
+        improvement,
+        mean_delta_loss,
+        median_delta_loss,
+    )
+
+    rows = []
+    references = {(r.cell.backbone, r.cell.seed): r for r in cells if r.cell.init == "baseline" and r.cell.hardening == "none"}
+    for cell in cells:
+        ref = references.get((cell.cell.backbone, cell.cell.seed))
+        if ref is None or cell is ref or cell.cost is None or ref.correct is None:
+            continue
+        for name, run in cell.campaigns.items():
+            if not name.startswith("neuron-") or name not in ref.campaigns:
+                continue
+            a, b = ref.campaigns[name].records, run.records
+            last_a, last_b = list(ref.campaigns[name].per_layer["layer"])[-1:], list(run.per_layer["layer"])[-1:]
+            cost = cell.cost
+            rows.append(HardeningRow(
+                backbone=cell.cell.backbone, head=cell.cell.init, hardening=f"{cell.cell.hardening} ({name})",
+                range_detector=bool(ref.campaigns[name].spec.range_detector),
+                top1_reference=100 * float(ref.correct.float().mean()), top1=100 * float(cell.correct.float().mean()),
+                accuracy_change_pp=accuracy_change(ref.correct.numpy(), cell.correct.numpy()),
+                improvement_all=improvement(a, b), improvement_last=improvement(a, b, last_a, last_b),
+                delta_loss_all=mean_delta_loss(b), delta_loss_all_reference=mean_delta_loss(a),
+                delta_loss_last=mean_delta_loss(b, last_b), delta_loss_last_reference=mean_delta_loss(a, last_a),
+                median_delta_loss_all=median_delta_loss(b), median_delta_loss_all_reference=median_delta_loss(a),
+                params=cost.params, params_reference=cost.params_reference, macs=cost.macs,
+                macs_reference=cost.macs_reference,
+                latency_overhead=Ratio(cost.latency_overhead, *cost.latency_overhead_ci, level=0.95),
+            ))
+    return rows
 
 
 def _check_same_study(config: StudyConfig, out: Path) -> None:

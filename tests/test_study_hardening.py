@@ -1,0 +1,69 @@
+"""The study's hardening axis: hardened cells measured against the unhardened baseline, with the
+range detector off as well, and the resilience-against-cost table and figure in the report."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from headstrong.study import parse_study, run_study
+from headstrong.study.pipeline import campaign_names, grid
+
+from _models import one_thread  # noqa: F401  (autouse fixture)
+
+
+def _data(out: Path, **study) -> dict:
+    return {
+        "study": {"name": "hardening", "backbones": ["cnn-small"], "inits": ["baseline"], "formats": ["fp32"],
+                  "hardenings": ["none", "range", "range+duplicate"], "out": str(out), **study},
+        "train": {"epochs": 1, "limit_train": 128, "limit_test": 64, "batch_size": 64},
+        "campaign": {"n_faults": 8, "max_images": 16, "weight_n_faults": 16},
+    }
+
+
+def test_grid_and_campaigns_with_the_axis(tmp_path: Path) -> None:
+    config = parse_study(_data(tmp_path))
+    assert [c.name for c in grid(config)] == [
+        "cnn-small__baseline__s0", "cnn-small__baseline__s0__range", "cnn-small__baseline__s0__range-duplicate"]
+    assert campaign_names(config) == ["neuron-fp32", "neuron-fp32-detector-off", "weight-last-fp32"]
+    plain = parse_study({**_data(tmp_path), "study": {**_data(tmp_path)["study"], "hardenings": ["none"]}})
+    assert "hardenings" not in plain.to_dict()  # a study without the axis keeps its study.json
+
+
+@pytest.mark.slow
+def test_study_with_hardenings(tmp_path: Path) -> None:
+    result = run_study(parse_study(_data(tmp_path / "run")), progress=False)
+    table = pd.read_csv(tmp_path / "run" / "hardening.csv")
+    assert set(table["hardening"]) == {
+        "range (neuron-fp32)", "range (neuron-fp32-detector-off)",
+        "range+duplicate (neuron-fp32)", "range+duplicate (neuron-fp32-detector-off)"}
+    off = table[table["hardening"].str.contains("detector-off")]
+    assert not off["range_detector"].any() and table[~table.index.isin(off.index)]["range_detector"].all()
+    assert (table["accuracy_change_pp"] == 0).all()  # bounds="max": no clean change
+    dup = table[table["hardening"].str.startswith("range+duplicate")]
+    assert (dup["macs"] == dup["macs_reference"] + 64 * 10).all()
+    # a duplicated classifier's weight campaign would overstate the protection: skipped
+    cells = {c.cell.hardening: c for c in result.cells}
+    assert "weight-last-fp32" in cells["range"].campaigns
+    assert "weight-last-fp32" not in cells["range+duplicate"].campaigns
+    summary = (tmp_path / "run" / "report" / "summary.md").read_text()
+    assert "## Resilience against cost" in summary
+    assert (tmp_path / "run" / "report" / "resilience_vs_cost.png").stat().st_size > 1000
+
+
+@pytest.mark.parametrize(("change", "message"), [
+    ({"hardenings": ["none", "ranger"]}, "allowed: none, fault-aware, range, clip, duplicate"),
+    ({"hardenings": ["range"]}, "must include 'none'"),
+])
+def test_bad_hardenings(tmp_path: Path, change: dict, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        parse_study(_data(tmp_path, **change))
+
+
+def test_bad_harden_settings(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match=r"unknown key\(s\) 'bound'"):
+        parse_study({**_data(tmp_path), "harden": {"bound": "max"}})
+    with pytest.raises(ValueError, match=r"\(0, 1\]"):
+        parse_study({**_data(tmp_path), "harden": {"bounds": "q7"}})
