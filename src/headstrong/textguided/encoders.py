@@ -115,14 +115,14 @@ def _clip(spec: str, device: str) -> Encoder:
                 f"unknown weights tag {tag!r} for {arch}; expected one of {', '.join([*tags, *_RANDOM_TAGS])}"
             )
         pretrained = tag
-    with torch.random.fork_rng(devices=[]), _quiet_root_logger():
+    with torch.random.fork_rng(devices=[]), _quiet_download(pretrained == tag and _hub_unreachable()):
         torch.manual_seed(0)  # random weights are the same in every process
         try:
             model = open_clip.create_model(arch, pretrained=pretrained, device=device)
         except (RuntimeError, OSError) as error:
             if tag is None or tag in _RANDOM_TAGS:
                 raise
-            first = str(error).splitlines()[0] if str(error) else type(error).__name__
+            first = (str(error).splitlines() or [type(error).__name__])[0].split(". Last error")[0]
             raise ValueError(
                 f"cannot fetch the CLIP weights {arch}/{tag} (offline, or the hub is unreachable: {first[:160]}); "
                 f"run once with network access (they are cached), give a local file as clip:{arch}@/path/to/weights, "
@@ -139,17 +139,40 @@ def _clip(spec: str, device: str) -> Encoder:
     return encode
 
 
+def _hub_unreachable() -> bool:
+    """Whether the weights hub's host does not even resolve (no network): huggingface_hub would
+    then retry every file for about a minute before failing."""
+    import socket
+    from urllib.parse import urlparse
+
+    from huggingface_hub import constants
+
+    try:
+        socket.getaddrinfo(urlparse(constants.ENDPOINT).hostname or "huggingface.co", 443)
+    except OSError:
+        return True
+    return False
+
+
 @contextlib.contextmanager
-def _quiet_root_logger():
-    """open_clip reports a failed download with ``logging.error``, which installs a handler on
-    the root logger and prints a second message; the failure is raised as one error instead."""
-    root = logging.getLogger()
-    guard = logging.NullHandler()
+def _quiet_download(offline: bool):
+    """A failed weight download is raised as one error, so its log lines are held back: open_clip
+    reports it with ``logging.error`` (which would install a root handler and print it again),
+    and huggingface_hub logs every retry. ``offline``: the hub is put in its offline mode, so
+    weights in its cache load and missing ones fail at once instead of after a minute of retries."""
+    from huggingface_hub import constants
+
+    root, hub = logging.getLogger(), logging.getLogger("huggingface_hub")
+    guard, level, was_offline = logging.NullHandler(), hub.level, constants.HF_HUB_OFFLINE
     root.addHandler(guard)
+    hub.setLevel(logging.CRITICAL)
+    constants.HF_HUB_OFFLINE = was_offline or offline
     try:
         yield
     finally:
         root.removeHandler(guard)
+        hub.setLevel(level)
+        constants.HF_HUB_OFFLINE = was_offline
 
 
 @functools.lru_cache(maxsize=4)
