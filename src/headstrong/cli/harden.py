@@ -7,6 +7,8 @@ from typing import Optional
 
 import typer
 
+from headstrong.cli._options import threads_option
+
 
 def register(app: typer.Typer) -> None:
     app.command("harden")(harden_command)
@@ -34,14 +36,17 @@ def harden_command(
     dataset: Optional[str] = typer.Option(None, help="Data set (default: the checkpoint's)."),
     profile_images: int = typer.Option(2000, help="Training images the bounds are profiled on."),
     test_images: int = typer.Option(2000, help="Test images for accuracy before and after."),
+    threads: Optional[int] = threads_option(),
 ) -> None:
     """Harden a checkpoint; write the hardened checkpoint and a summary (bounds, accuracy before/after)."""
     from rich.console import Console
 
+    from headstrong._device import set_threads
     from headstrong.harden import HardenOptions
     from headstrong.harden.run import harden_checkpoint
     from headstrong.report.tables import rich_table
 
+    set_threads(threads)
     options = HardenOptions(
         bounds=bounds, where=where, per_channel=per_channel,
         layers=tuple(n.strip() for n in layers.split(",") if n.strip()) if layers else None,
