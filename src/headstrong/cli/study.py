@@ -11,15 +11,14 @@ from headstrong.cli._options import device_option, progress_option, setup_comput
 
 
 def _print_result(result) -> None:
-    from rich.console import Console
-
-    from headstrong.report.tables import rich_table
+    from headstrong.report.tables import COMPARISON_LEGEND, console as table_console, rich_table
     from headstrong.study.summary import aggregate, cost_rows, transposed_tables
 
-    console = Console()
+    console = table_console()
     for title, headings, rows in transposed_tables(aggregate(result.summary)):
         console.print(rich_table(headings, rows, title=title))
-    console.print("improvement = baseline ΔLoss / text-guided ΔLoss: above 1x the text-guided head is more resilient")
+    console.print(COMPARISON_LEGEND + " top-2 diff: the golden model's softmax margin in percentage points (pp); "
+                  "mismatch: % of faulty predictions that differ from the golden one.")
     cost_headings, cost = cost_rows(result.cells)
     console.print(rich_table(cost_headings, cost, title="Cost"))
     console.print(f"Report: [bold]{result.report}[/]  (summary: {Path(result.report).with_name('summary.md')})")
