@@ -221,7 +221,7 @@ SWEEP = [
     pytest.param(["inject", "HUGE", "--out", "ROOT/i", *INJECT], "num_classes must be in [2, 1000000]",
                  id="ckpt-1e10-classes"),
     pytest.param(["inject", "CKPT", "--out", "ROOT/i", "--max-images", "8", "--n-faults", "1000000000",
-                  "--no-progress", "--layers", "head"], "distinct neuron faults", id="n-faults-1e9"),
+                  "--no-progress", "--layers", "head"], "more than any selected layer can draw", id="n-faults-1e9"),
     pytest.param(["report", "ROOT/man_list", "--out", "ROOT/r"], "not a campaign manifest", id="report-list"),
     pytest.param(["report", "ROOT/man_empty", "--out", "ROOT/r"], "not a campaign manifest", id="report-empty"),
     pytest.param(["report", "ROOT/man_nounits", "--out", "ROOT/r"], "not a campaign manifest", id="report-no-units"),

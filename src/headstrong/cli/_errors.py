@@ -30,7 +30,7 @@ RUN_FAILED_EXIT = 1  # a known failure that is not the input's fault (a server t
 INTERRUPTED_EXIT = 130
 
 # Commands that resume when rerun with the same arguments (what a Ctrl-C message may promise).
-RESUMABLE: frozenset[str] = frozenset({"inject", "train", "describe", "demo", "study", "harden"})
+RESUMABLE: frozenset[str] = frozenset({"inject", "train", "describe", "demo", "study"})
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -117,7 +117,7 @@ def bad_input_message(error: BaseException) -> Optional[str]:
 def interrupted_message(command: str, params: dict[str, Any]) -> str:
     """What to tell the user after Ctrl-C: how to resume, where the command can."""
     if command not in RESUMABLE:
-        return "interrupted; nothing was left half-written, rerun the command to start again"
+        return "interrupted; rerun the command to start again"
     where = params.get("out") or params.get("config_file")
     place = f" (kept in {where})" if where is not None else ""
     return f"interrupted; rerun the same command to resume from the work already done{place}"

@@ -102,8 +102,9 @@ def check_model_fits(model: Any, data: Any) -> None:
 
 
 def check_fault_budget(model: Any, data: Any, spec: Any) -> None:
-    """Refuse --n-faults above the distinct faults a layer has, or above what memory can hold,
-    before a manifest of millions of units is written."""
+    """Refuse --n-faults above what even the largest selected layer can draw without repeating a
+    (fault, image) pair, or above what memory can hold, before a manifest of millions of units is
+    written. Smaller layers may repeat faults: a sample with replacement is still unbiased."""
     import os
 
     import torch
@@ -133,16 +134,19 @@ def check_fault_budget(model: Any, data: Any, spec: Any) -> None:
             hook.remove()
     bits = resolve_bits(spec, formats.get(spec.fmt))
     strata = len(bits) if spec.per_bit else 1
-    for name in layers:
-        elements = sizes.get(name, 0) if spec.kind == "neuron" else modules[name].weight.numel()
-        population = elements * (1 if spec.per_bit else len(bits))
-        if spec.fault_model != "metadata" and spec.n_faults > population:
-            per = " per bit" if spec.per_bit else ""
-            raise ValueError(
-                f"--n-faults {spec.n_faults:,}{per} is more than layer {name!r} has distinct {spec.kind} faults "
-                f"({elements:,} elements x {1 if spec.per_bit else len(bits)} bits = {population:,}); "
-                "give at most that, or leave --n-faults out for the Leveugle sample size"
-            )
+    # A neuron fault is transient: each one meets one image, so (site, image) pairs are what can differ.
+    images = min(len(data), spec.max_images or len(data)) if spec.kind == "neuron" else 1
+    sites = {n: (sizes.get(n, 0) if spec.kind == "neuron" else modules[n].weight.numel()) * len(bits) // strata
+             for n in layers}
+    widest = max(layers, key=lambda n: sites[n])
+    if spec.fault_model != "metadata" and spec.n_faults > sites[widest] * images:
+        per = " per bit" if spec.per_bit else ""
+        pairs = f" x {images:,} images = {sites[widest] * images:,} (fault, image) pairs" if images > 1 else ""
+        raise ValueError(
+            f"--n-faults {spec.n_faults:,}{per} is more than any selected layer can draw without repeating: "
+            f"the largest, {widest!r}, has {sites[widest]:,} fault sites{per}{pairs}; "
+            "give at most that, or leave --n-faults out for the Leveugle sample size"
+        )
     total = spec.n_faults * strata * len(layers)
     available = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
     if total * _BYTES_PER_FAULT > available // 2:
