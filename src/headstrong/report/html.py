@@ -67,24 +67,7 @@ def build_report(
     if out_dir.exists() and not out_dir.is_dir():
         raise ValueError(f"report folder {str(out_dir)!r} is a file; give a directory")
     out_dir.mkdir(parents=True, exist_ok=True)
-    per_layer = {label: run.per_layer for label, run in zip(labels, runs)}
-    per_bit = {label: run.per_bit for label, run in zip(labels, runs)}
-    figures = [
-        ("ΔLoss per layer (bars: mean with 99% interval; diamonds: median, not drawn when 0 on the log scale)",
-         plots.delta_loss_per_layer(per_layer, out_dir / "delta_loss_per_layer.png")),
-        (_HEATMAP_CAPTION, plots.mismatch_heatmap(per_bit, out_dir / "mismatch_per_bit.png")),
-    ]
-    from headstrong.report import fault_models
-
-    if not fault_models.ber_points(runs, labels).empty:
-        figures.insert(0, ("Accuracy against bit-error rate (a curve per model; bars: 99% interval over faults)",
-                           fault_models.accuracy_vs_ber(runs, labels, out_dir / "accuracy_vs_ber.png")))
-    if not fault_models.masked_shares(runs, labels).empty:
-        figures.append(("Masked share of stuck-at faults per layer (the stuck bit already held its value)",
-                        fault_models.masked_share(runs, labels, out_dir / "masked_share.png")))
-    if len(runs) > 1:
-        figures.append(("Mismatch rate per layer, side by side (points: rate; bars: 99% interval)",
-                        plots.side_by_side(per_layer, "mismatch_rate", out_dir / "mismatch_per_layer.png")))
+    figures = _figures(runs, labels, out_dir)
     md = ["# headstrong campaign report", ""]
     parts = ["<h1>headstrong campaign report</h1>"]
     for label, run in zip(labels, runs):
@@ -113,9 +96,10 @@ def build_report(
     for label, run in zip(labels, runs):
         settings = _settings(run.spec.to_dict())
         rows = layer_rows(run.per_layer)
-        md += [f"## {label}", "", f"Spec: `{settings}`; records: {len(run.records):,}", "", markdown(headings, rows)]
+        said = f"Spec: `{settings}`; (fault, image) pairs: {len(run.records):,}"
+        md += [f"## {label}", "", said, "", markdown(headings, rows)]
         parts += [f"<h2>{html.escape(label)}</h2>",
-                  f"<p>Spec: <code>{html.escape(settings)}</code>; records: {len(run.records):,}</p>",
+                  f"<p>Spec: <code>{html.escape(settings)}</code>; (fault, image) pairs: {len(run.records):,}</p>",
                   html_table(headings, rows)]
     page = (f"<!doctype html><html><head><meta charset='utf-8'>"
             f"<meta name='viewport' content='width=device-width, initial-scale=1'><title>headstrong report</title>"
@@ -124,6 +108,30 @@ def build_report(
     target = out_dir / "report.html"
     target.write_text(page, encoding="utf-8")
     return target
+
+
+def _figures(runs: Sequence[Any], labels: Sequence[str], out_dir: Path) -> list[tuple[str, Path]]:
+    """(caption, PNG) of every figure that applies to these runs, in the order the page shows them."""
+    from headstrong.report import fault_models
+
+    per_layer = {label: run.per_layer for label, run in zip(labels, runs)}
+    per_bit = {label: run.per_bit for label, run in zip(labels, runs)}
+    figures = []
+    if not fault_models.ber_points(runs, labels).empty:
+        figures.append(("Accuracy against bit-error rate (a curve per model; bars: 99% interval over faults)",
+                        fault_models.accuracy_vs_ber(runs, labels, out_dir / "accuracy_vs_ber.png")))
+    figures += [
+        ("ΔLoss per layer (bars: mean with 99% interval; diamonds: median, not drawn when 0 on the log scale)",
+         plots.delta_loss_per_layer(per_layer, out_dir / "delta_loss_per_layer.png")),
+        (_HEATMAP_CAPTION, plots.mismatch_heatmap(per_bit, out_dir / "mismatch_per_bit.png")),
+    ]
+    if not fault_models.masked_shares(runs, labels).empty:
+        figures.append(("Masked share of stuck-at faults per layer (the stuck bit already held its value)",
+                        fault_models.masked_share(runs, labels, out_dir / "masked_share.png")))
+    if len(runs) > 1:
+        figures.append(("Mismatch rate per layer, side by side (points: rate; bars: 99% interval)",
+                        plots.side_by_side(per_layer, "mismatch_rate", out_dir / "mismatch_per_layer.png")))
+    return figures
 
 
 def _settings(spec: dict[str, Any]) -> str:
