@@ -59,6 +59,14 @@ class SplitModel:
         self._cuts: dict[str, Cut] = {}
         self._captures: dict[tuple[fx.Node, ...], fx.GraphModule] = {}
 
+    def node_of(self, layer: str) -> fx.Node:
+        """The graph node of a layer called once (``can_split``)."""
+        return self._calls[layer][0]
+
+    def position(self, node: fx.Node) -> int:
+        """A node's place in the graph's execution order."""
+        return self._pos[node]
+
     def can_split(self, layer: str) -> bool:
         """True when ``layer`` is called exactly once in the traced graph."""
         return len(self._calls.get(layer, ())) == 1
@@ -185,8 +193,8 @@ class PrunedReplay:
         # (ReLU, pooling, quantisation of held layers...); linear ops pass the flags through.
         self.check = {n for n in split.nodes if _may_mask(n, split.gm, held)}
         self.trace: list[tuple[str, int]] | None = None  # set to a list to record rows alive per node
-        node = split._calls[cut.layer][0]
-        self.here = split._pos[node]
+        node = split.node_of(cut.layer)
+        self.here = split.position(node)
         self.node = node
         self.after = split.nodes[self.here + 1 :]
         # how many times each node is read after the cut
@@ -198,7 +206,6 @@ class PrunedReplay:
     def run(self, start: torch.Tensor, rows: torch.Tensor, golden: dict[fx.Node, Any]) -> tuple[Any, torch.Tensor]:
         """Faulty output of the rows still alive, and which rows (positions in ``rows``) they are."""
         split = self.split
-        pos = split._pos
         active = torch.arange(len(rows), device=rows.device)
         grows = rows
         gathered: dict[fx.Node, Any] = {}
