@@ -74,19 +74,19 @@ def test_bad_input() -> None:
 
 
 _SCRIPT = """
-import sys, time
+import pathlib, sys, time
 import torch
 torch.set_num_threads(1)
 import headstrong as hs
-from headstrong.train import recipe
-if sys.argv[2] == "pause":  # stall after the first checkpoint, so the test can kill us there
-    real = recipe.save_checkpoint
-    def slow(*args, **kwargs):
-        path = real(*args, **kwargs)
+from headstrong.harden.finetune import FaultInjector
+checkpoint = pathlib.Path(sys.argv[1]) / "model.pt"
+step = FaultInjector.__call__
+def first_step_of_epoch_2(self, model, x):  # the first epoch's checkpoint is on disk: wait for the kill
+    if sys.argv[2] == "pause" and checkpoint.exists():
         print("saved", flush=True)
         time.sleep(120)
-        return path
-    recipe.save_checkpoint = slow
+    return step(self, model, x)
+FaultInjector.__call__ = first_step_of_epoch_2
 torch.manual_seed(0)
 model = hs.build_baseline("cnn-small", 10, 1)
 hs.harden.fault_aware_finetune(model, "fashion-mnist", kind="neuron", flips=4, epochs=2, out=sys.argv[1],
@@ -106,7 +106,7 @@ def test_resume_after_sigkill_ends_with_the_same_weights(tmp_path: Path) -> None
     killed = _run(script, tmp_path / "killed", "pause")
     straight = _run(script, tmp_path / "straight", "plain")
     ckpt = tmp_path / "killed" / "model.pt"
-    try:  # the paused run prints "saved" once its first checkpoint is on disk, then sleeps
+    try:  # the paused run prints "saved" once its first checkpoint is on disk, then waits
         said = killed.stdout.readline()
         assert said.strip() == "saved", killed.stderr.read()
         os.kill(killed.pid, signal.SIGKILL)
