@@ -74,7 +74,7 @@ def test_limit_takes_a_seeded_subset(tmp_path: Path) -> None:
     assert len(a) == 10 and a.indices == b.indices and a.indices != c.indices
     assert a.classes == list(dataset_info("fashion-mnist").classes)
     assert len(subset(a, 100)) == 10
-    with pytest.raises(ValueError, match="positive"):
+    with pytest.raises(ValueError, match="must be at least 1"):
         subset(a, 0)
 
 

@@ -21,6 +21,8 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import Dataset, Subset
 
+from headstrong._checks import check_int
+
 __all__ = ["DatasetInfo", "dataset_info", "list_datasets", "load_dataset", "subset", "default_root"]
 
 FASHION_MNIST_SYSTEM_DIR = Path("/usr/share/datasets/fashion-mnist")
@@ -319,10 +321,9 @@ def _imagefolder(name: str, split: str, image_size: Optional[int], augment: bool
 
 def subset(dataset: Dataset, n: Optional[int], seed: int = 0) -> Dataset:
     """A seeded random subset of ``n`` items (all of them when n is None or not smaller)."""
+    n = check_int("subset size (limit)", n, 1, none_ok=True)
     if n is None or n >= len(dataset):
         return dataset
-    if n <= 0:
-        raise ValueError(f"subset size must be a positive number of items; got {n}")
     generator = torch.Generator().manual_seed(seed)
     indices = torch.randperm(len(dataset), generator=generator)[:n].sort().values.tolist()
     sub = Subset(dataset, indices)
@@ -347,8 +348,7 @@ def load_dataset(
     """
     if split not in _SPLITS:
         raise ValueError(f"unknown split {split!r}; expected one of {', '.join(_SPLITS)}")
-    if image_size is not None and image_size < 8:
-        raise ValueError(f"image_size must be at least 8 pixels; got {image_size}")
+    check_int("image_size (pixels)", image_size, 8, none_ok=True)
     if name.startswith(_IMAGEFOLDER):
         ds = _imagefolder(name, split, image_size, augment)
     else:

@@ -33,6 +33,7 @@ import torch
 import torch.nn.functional as F
 
 from headstrong._atomic import atomic_torch_save
+from headstrong._device import resolve_device
 
 __all__ = ["encode_classes", "encode_texts", "encode_names", "list_encoders", "check_encoder", "cache_path",
            "default_cache_dir"]
@@ -208,7 +209,7 @@ _check_name = check_encoder
 def encode_texts(texts: Sequence[str], encoder: str = "minilm", device: str = "cpu") -> torch.Tensor:
     """Encode sentences, [N, D] float32 (not normalised)."""
     _check_name(encoder)
-    return _get_encoder(encoder, device)(list(texts))
+    return _get_encoder(encoder, str(resolve_device(device)))(list(texts))
 
 
 def _check_descriptions(
