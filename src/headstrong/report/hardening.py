@@ -185,7 +185,8 @@ def markdown_table(rows: Sequence[HardeningRow]) -> str:
 
 def cost_figure(rows: Sequence[HardeningRow], path: str | Path, title: Optional[str] = None) -> Path:
     """Accuracy change (pp) against improvement (log scale), all layers and last layer; marker
-    area grows with the latency overhead; intervals as error bars."""
+    area grows with the latency overhead; intervals as error bars. An infinite improvement (no
+    fault left any ΔLoss) is drawn at ten times the largest finite one, marked ∞."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig, axes = plt.subplots(1, 2, figsize=(12, 5), sharey=True)
@@ -193,8 +194,14 @@ def cost_figure(rows: Sequence[HardeningRow], path: str | Path, title: Optional[
     names = list(dict.fromkeys(r.hardening if r.head == "baseline" else f"{r.head} + {r.hardening}" for r in rows))
     colours = plt.get_cmap("tab10")
     for ax, which in zip(axes, ("all", "last")):
+        values = [(r.improvement_all if which == "all" else r.improvement_last).value for r in rows]
+        finite = [v for v in values if math.isfinite(v) and v > 0]
+        cap = 10 * max(finite) if finite else 10.0  # where "no fault survived" (an infinite ratio) is drawn
         for r in rows:
             ratio = r.improvement_all if which == "all" else r.improvement_last
+            if ratio.value == math.inf:
+                ratio = Ratio(cap, min(ratio.low, cap), cap, ratio.level)
+                ax.annotate("∞", (cap, r.accuracy_change_pp.value), textcoords="offset points", xytext=(6, 4), fontsize=8)
             if not math.isfinite(ratio.value) or ratio.value <= 0:
                 continue
             name = r.hardening if r.head == "baseline" else f"{r.head} + {r.hardening}"
