@@ -334,3 +334,11 @@ def test_disk_full_mid_campaign_is_one_line_and_the_rerun_resumes(
     again = runner.invoke(app, args)
     assert again.exit_code == 0, again.output
     assert len(hs.load_results(out).records) == 12
+
+
+def test_the_traceback_behind_an_error_line_on_request(monkeypatch: pytest.MonkeyPatch) -> None:
+    def body(out: str) -> None:
+        raise ValueError("bad")
+
+    monkeypatch.setenv("HEADSTRONG_TRACEBACK", "1")
+    assert isinstance(runner.invoke(_toy_app(body), ["run"]).exception, ValueError)

@@ -7,6 +7,7 @@ exits with 1; Ctrl-C says where to resume and exits with 130; anything else is a
 traceback. ``cli/main.py`` wraps every registered command with :func:`handle_errors` and builds
 the app on :class:`HeadstrongGroup`, which prints click's own usage errors the same way, so the
 command modules hold no ``try/except`` of their own: they raise ValueError with a clear message.
+Set ``HEADSTRONG_TRACEBACK=1`` to see the traceback behind an ``error:`` line.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from __future__ import annotations
 import errno
 import functools
 import linecache
+import os
 import sys
 from typing import Any, Callable, Optional, Sequence, TypeVar
 
@@ -138,6 +140,8 @@ def handle_errors(callback: F, command: Optional[str] = None) -> F:
             typer.echo(interrupted_message(name, kwargs), err=True)
             raise typer.Exit(INTERRUPTED_EXIT) from None
         except Exception as error:  # noqa: BLE001 - sorted into bad input (one line) or a bug (re-raised)
+            if os.environ.get("HEADSTRONG_TRACEBACK"):
+                raise  # a developer chasing where a message came from
             message = bad_input_message(error)
             if message is not None:
                 fail(message)
