@@ -192,7 +192,11 @@ def cost_figure(rows: Sequence[HardeningRow], path: str | Path, title: Optional[
     fig, axes = plt.subplots(1, 2, figsize=(12, 5), sharey=True)
     markers = {b: m for b, m in zip(dict.fromkeys(r.backbone for r in rows), "osD^v<>p")}
     names = list(dict.fromkeys(r.hardening if r.head == "baseline" else f"{r.head} + {r.hardening}" for r in rows))
-    colours = plt.get_cmap("tab10")
+    size = 10 if len(names) <= 10 else 20
+    cmap = plt.get_cmap(f"tab{size}")
+
+    def colours(i: int) -> Any:
+        return cmap(i % size)
     for ax, which in zip(axes, ("all", "last")):
         values = [(r.improvement_all if which == "all" else r.improvement_last).value for r in rows]
         finite = [v for v in values if math.isfinite(v) and v > 0]
@@ -209,11 +213,11 @@ def cost_figure(rows: Sequence[HardeningRow], path: str | Path, title: Optional[
             size = 30 + 600 * max(0.0, r.latency_overhead.value)
             low = max(ratio.value - ratio.low, 0) if math.isfinite(ratio.low) else 0
             high = max(ratio.high - ratio.value, 0) if math.isfinite(ratio.high) else 0
-            colour = colours(names.index(name) % 10)
+            colour = colours(names.index(name))
             ax.errorbar(ratio.value, acc.value, xerr=[[low], [high]], yerr=[[acc.value - acc.low], [acc.high - acc.value]],
                         fmt="none", ecolor=colour, alpha=0.5, lw=1)
             ax.scatter([ratio.value], [acc.value], s=size, marker=markers[r.backbone], color=colour, alpha=0.8,
-                       edgecolors="black", linewidths=0.5, label=f"{r.backbone}: {name}")
+                       edgecolors="black", linewidths=0.5)
         ax.set_xscale("log")
         ax.axvline(1.0, color="grey", lw=0.8)
         ax.axhline(0.0, color="grey", lw=0.8)
@@ -223,10 +227,16 @@ def cost_figure(rows: Sequence[HardeningRow], path: str | Path, title: Optional[
     detector = {r.range_detector for r in rows}
     note = "range detector " + ("on" if detector == {True} else "off" if detector == {False} else "mixed")
     fig.suptitle((title + " — " if title else "") + f"resilience against cost ({note}; marker size: latency overhead)")
-    handles, labels = axes[0].get_legend_handles_labels()
-    unique = dict(zip(labels, handles))
-    fig.legend(unique.values(), unique.keys(), loc="lower center", ncol=3, fontsize=7, frameon=False)
-    fig.tight_layout(rect=(0, 0.12, 1, 0.95))
+    # one legend for colours (hardenings), one for markers (backbones)
+    from matplotlib.lines import Line2D
+
+    handles = [Line2D([], [], marker="o", ls="", color=colours(i), label=n) for i, n in enumerate(names)]
+    handles += [Line2D([], [], marker=m, ls="", color="grey", label=b) for b, m in markers.items()]
+    rows_needed = math.ceil(len(handles) / 4)
+    bottom = min(0.45, 0.06 + 0.035 * rows_needed)
+    fig.set_size_inches(12, 5 + 0.25 * rows_needed)
+    fig.legend(handles=handles, loc="lower center", ncol=4, fontsize=8, frameon=False)
+    fig.tight_layout(rect=(0, bottom, 1, 0.95))
     fig.savefig(path, dpi=130)
     plt.close(fig)
     return path
