@@ -74,3 +74,17 @@ def test_disabled_progress_writes_nothing() -> None:
     with campaign_progress(False, 10, stream=stream) as advance:
         advance(10)
     assert stream.getvalue() == ""
+
+
+def test_phase_lines_start_and_end_each_phase() -> None:
+    from headstrong.campaign.progress import phase_lines
+
+    stream = io.StringIO()
+    progress = phase_lines(stream, every=3600)
+    for phase, total in (("pilot", 40), ("sample", 100)):
+        for done in range(0, total + 1, 20):
+            progress(done, total, phase)
+    lines = stream.getvalue().splitlines()
+    assert lines[0] == "pilot: 40 sites to measure" and lines[1].startswith("pilot: sites 40/40 (100%)")
+    assert lines[2] == "sample: 100 sites to measure" and lines[3].startswith("sample: sites 100/100 (100%)")
+    assert len(lines) == 4 and all(line.endswith(": done") for line in lines[1::2])

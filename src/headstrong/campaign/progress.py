@@ -89,6 +89,26 @@ def is_terminal(stream: Optional[TextIO]) -> bool:
     return bool(hasattr(stream, "isatty") and stream.isatty())
 
 
+def phase_lines(stream: Optional[TextIO] = None, unit: str = "sites",
+                every: float = PLAIN_EVERY) -> Callable[[int, int, str], None]:
+    """A ``progress(done, total, phase)`` callback that writes plain lines: one when a phase starts,
+    at most one every ``every`` seconds, one when it ends (for estimators that report by phase)."""
+    stream = stream if stream is not None else sys.stderr
+    state: dict[str, object] = {}
+
+    def progress(done: int, total: int, phase: str) -> None:
+        tracker = state.get("tracker")
+        if not isinstance(tracker, PlainProgress) or state.get("key") != (phase, total) or done < tracker.done:
+            tracker = PlainProgress(total, 0, stream, every, unit=unit)
+            state.update(tracker=tracker, key=(phase, total))
+            tracker.say(f"{phase}: {total:,} {unit} to measure")
+        tracker.advance(done - tracker.done)
+        if total and done >= total:
+            tracker.say(f"{phase}: " + tracker.line() + ": done")
+
+    return progress
+
+
 @contextmanager
 def campaign_progress(enabled: bool, total: int, done: int = 0, *, stream: Optional[TextIO] = None,
                       every: float = PLAIN_EVERY) -> Iterator[Callable[[int], None]]:

@@ -127,12 +127,17 @@ def _run(checkpoint, accelerator, names, samples, fmt, dataset, max_images, pilo
         _check_exact_size(model, data, accelerator, fmt, force)
     oracle = make_oracle(model, data, accelerator, fmt, max_images=max_images, range_detector=range_detector,
                          device=device)
+    from headstrong.campaign.progress import is_terminal, phase_lines
+
     estimates = {}
+    lines = phase_lines() if show and not is_terminal(None) else None  # a log: plain lines, not a bar
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                  console=console, transient=True, disable=not show) as bar:
+                  console=console, transient=True, disable=not show or lines is not None) as bar:
         task = bar.add_task("faults", total=None)
 
         def progress(done: int, total: int, phase: str) -> None:
+            if lines is not None:
+                lines(done, total, phase)
             bar.update(task, description=f"{phase}: sites", completed=done, total=max(total, 1))
 
         for name in names:
