@@ -196,7 +196,10 @@ def run_units(evaluator: FaultEvaluator, plan: Plan, out: Path, units: Sequence[
                 if not len(sel):
                     continue
                 got = evaluator.evaluate_pairs(bx, by, edits, pairs[sel] // per_fault - g0, image[sel] - b0)
-                at = pairs[sel] - unit.start
+                if len(sel) == len(pairs):  # the whole group in this block: one run of the unit's pairs
+                    at: Any = slice(g0 * per_fault - unit.start, g1 * per_fault - unit.start)
+                else:
+                    at = pairs[sel] - unit.start
                 for name, value in got.tensors().items():
                     getattr(outcomes, name)[at] = value
             if advance is not None:
@@ -223,11 +226,12 @@ def _records(plan: Plan, layer: planning.LayerPlan, unit: Unit, indices: torch.T
         **outcomes.columns(),
     }
     if plan.spec.stratified:  # each record's stratum and that stratum's share of the uniform population
-        lookup = np.full(max(layer.bits) + 1, -1, dtype=np.int32)
-        lookup[list(layer.bits)] = np.arange(len(layer.bits), dtype=np.int32)
-        columns["stratum"] = pa.DictionaryArray.from_arrays(
-            pa.array(lookup[bits[fault].numpy()]), pa.array([f"{layer.name}/{b}" for b in layer.bits]))
-        columns["weight"] = np.full(n, 1.0 / len(layer.bits))
+        from headstrong.faults.strata import Strata
+
+        strata = Strata(layer.name, layer.elements, layer.bits)
+        code = strata.codes(bits[fault].numpy())
+        columns["stratum"] = pa.DictionaryArray.from_arrays(pa.array(code.astype(np.int32)), pa.array(strata.labels()))
+        columns["weight"] = strata.weights[code]
     return pa.table(columns)
 
 

@@ -68,16 +68,20 @@ class Strata:
         """Names of the strata as records carry them: ``layer/bit``."""
         return [f"{self.layer}/{b}" for b in self.bits]
 
-    def stats(self, bit: Any, delta_loss: Any, mismatch: Any, nonfinite: Any | None = None,
-              fault: Any | None = None) -> "StratumStats":
-        """Per-stratum sums of this layer's records, given each record's bit (and fault id)."""
+    def codes(self, bit: Any) -> np.ndarray:
+        """Each fault's stratum (0..len-1, the position of its bit in ``bits``)."""
         bit = np.asarray(bit, dtype=np.int64)
         lookup = np.full(max(max(self.bits), int(bit.max(initial=0))) + 1, -1, dtype=np.int64)
         lookup[list(self.bits)] = np.arange(len(self.bits))
         code = lookup[bit]
         if np.any(code < 0):
-            raise ValueError(f"records of layer {self.layer!r} hold bits outside its strata {list(self.bits)}")
-        return StratumStats.from_arrays(code, len(self.bits), delta_loss, mismatch, nonfinite, fault)
+            raise ValueError(f"faults of layer {self.layer!r} hold bits outside its strata {list(self.bits)}")
+        return code
+
+    def stats(self, bit: Any, delta_loss: Any, mismatch: Any, nonfinite: Any | None = None,
+              fault: Any | None = None) -> "StratumStats":
+        """Per-stratum sums of this layer's records, given each record's bit (and fault id)."""
+        return StratumStats.from_arrays(self.codes(bit), len(self.bits), delta_loss, mismatch, nonfinite, fault)
 
 
 @dataclass(frozen=True)
