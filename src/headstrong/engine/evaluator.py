@@ -121,9 +121,10 @@ def _grid(rows: torch.Tensor, index: torch.Tensor, n_x: int) -> torch.Tensor | N
 
 
 def _put(column: torch.Tensor, at: torch.Tensor, values: torch.Tensor) -> None:
-    """``column[at] = values``, as one slice copy when ``at`` is a run of positions."""
+    """``column[at] = values``, as one slice copy when ``at`` is a run of positions. Pair positions
+    are always increasing (taken in order from ``arange``), so the ends tell a run."""
     values = values.to(column.dtype).cpu()
-    if len(at) and int(at[-1]) - int(at[0]) == len(at) - 1 and torch.equal(at, torch.arange(int(at[0]), int(at[0]) + len(at))):
+    if len(at) and int(at[-1]) - int(at[0]) == len(at) - 1:
         column[int(at[0]) : int(at[0]) + len(at)] = values
     else:
         column[at] = values
