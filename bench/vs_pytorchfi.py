@@ -10,27 +10,35 @@ Counts what both do: (fault, image) evaluations.
   declaration, i.e. one model copy and one forward pass, per fault) against
   ``FaultEvaluator.evaluate_all_pairs`` (analytic: ``Δlogit_i = feature_j × Δw_ij``), both with
   fp32 single-bit flips.
+* The same last-layer weight faults as a user runs them: ``hs.run_campaign(kind="weight",
+  layers=["fc"], images_per_fault="all")`` on the same images, timed from the call until the
+  records are stored and read back (profiling, golden pass, planning, Parquet chunks included).
 
 Model: torchvision ResNet-18 with 10 classes.
 
     python bench/vs_pytorchfi.py [--batch 64] [--device cpu] [--image-size 32] [--threads N]
                                  [--pfi-batches 6] [--hs-faults 6144] [--pfi-weight-faults 6]
-                                 [--hs-weight-faults 20000] [--chunk 256] [--skip-weight]
+                                 [--hs-weight-faults 20000] [--campaign-faults 20000] [--chunk 256]
+                                 [--skip-weight]
 """
 
 from __future__ import annotations
 
 import argparse
 import datetime
+import os
 import platform
 import random
 import struct
+import tempfile
 import time
+from pathlib import Path
 
 import torch
 import torchvision
 from torch import nn
 
+import headstrong as hs
 from headstrong.engine import FaultEvaluator
 from headstrong.faults import FaultSet, sample_neuron_faults
 
@@ -131,6 +139,19 @@ def hs_weight(ev: FaultEvaluator, x: torch.Tensor, y: torch.Tensor, n_faults: in
     return n_faults * len(x) / (time.perf_counter() - start), ev.last_path or ""
 
 
+def hs_campaign_weight(model: nn.Module, x: torch.Tensor, y: torch.Tensor, n_faults: int) -> tuple[float, int]:
+    """Pairs per second of a whole last-layer weight campaign, from the call to the stored records."""
+    spec = hs.CampaignSpec(kind="weight", layers=("fc",), fmt="fp32", n_faults=n_faults, images_per_fault="all",
+                           only_correct=False, seed=0)
+    with tempfile.TemporaryDirectory(prefix="hs-bench-") as tmp:
+        sync(x.device)
+        start = time.perf_counter()
+        result = hs.run_campaign(model, (x, y), spec, device=x.device, out=Path(tmp) / "run", progress=False)
+        sync(x.device)
+        seconds = time.perf_counter() - start
+    return len(result.records) / seconds, len(result.records)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--batch", type=int, default=64)
@@ -141,6 +162,7 @@ def main() -> None:
     parser.add_argument("--hs-faults", type=int, default=6144, help="headstrong neuron faults")
     parser.add_argument("--pfi-weight-faults", type=int, default=6)
     parser.add_argument("--hs-weight-faults", type=int, default=20000)
+    parser.add_argument("--campaign-faults", type=int, default=20000, help="faults of the run_campaign row")
     parser.add_argument("--chunk", type=int, default=256, help="headstrong faults per replayed batch")
     parser.add_argument("--skip-weight", action="store_true")
     args = parser.parse_args()
@@ -153,8 +175,10 @@ def main() -> None:
     y = torch.randint(0, 10, (args.batch,), device=device)
 
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or platform.machine()
-    print(f"# {datetime.date.today()}  device {device} ({name}), torch {torch.__version__}, "
-          f"threads {torch.get_num_threads()}, ResNet-18/10 classes, {args.image_size}x{args.image_size}, batch {args.batch}")
+    load = " ".join(f"{v:.1f}" for v in os.getloadavg())
+    print(f"# {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC  device {device} ({name}), "
+          f"torch {torch.__version__}, threads {torch.get_num_threads()}, load average {load}, "
+          f"ResNet-18/10 classes, {args.image_size}x{args.image_size}, batch {args.batch}")
     fwd = bench_forward(model, x, 5)
     print(f"plain forward pass:                    {fwd:12,.0f} images/s")
 
@@ -176,6 +200,9 @@ def main() -> None:
         hs_w, path = hs_weight(ev32, x, y, args.hs_weight_faults, seed=2)
         print(f"headstrong last-layer weight (fp32):   {hs_w:12,.0f} fault-image pairs/s   path={path}")
         print(f"  ratio headstrong / PyTorchFI:        {hs_w / pfi_w:12.0f}x")
+        hs_c, pairs = hs_campaign_weight(model, x, y, args.campaign_faults)
+        print(f"hs.run_campaign last layer, all images: {hs_c:11,.0f} fault-image pairs/s   ({pairs:,} records stored)")
+        print(f"  ratio campaign / PyTorchFI:          {hs_c / pfi_w:12.0f}x")
 
 
 if __name__ == "__main__":
