@@ -12,6 +12,7 @@ import torch
 import headstrong as hs
 from headstrong.train import load_checkpoint, save_checkpoint
 
+from _harden import campaign_and_exact_losses
 from _models import images, one_thread  # noqa: F401  (autouse fixture)
 
 
@@ -95,3 +96,16 @@ def test_bad_input(model: torch.nn.Module) -> None:
         hs.harden.duplicate(hs.harden.duplicate(model, "head"), ["head"])
     with pytest.raises(ValueError, match="positive integer"):
         hs.harden.duplicate(model, _Ranked(pd.DataFrame({"layer": ["head"], "delta_loss_mean": [1.0]})), top=0)
+
+
+def test_campaign_on_duplicated_model_matches_exact_injection(tmp_path, model: torch.nn.Module, x: torch.Tensor) -> None:
+    dup = hs.harden.duplicate(model, ["head", "backbone.stage2.0"], mode="dmr")
+    labels = model(x).argmax(1)
+    fast, exact, records = campaign_and_exact_losses(dup, x, labels, tmp_path / "run", n_faults=8)
+    torch.testing.assert_close(fast, exact, rtol=1e-4, atol=1e-5, equal_nan=True)
+    # every fault in a duplicated layer is corrected: its faulty loss is the golden loss
+    golden = torch.nn.functional.cross_entropy(model(x), labels, reduction="none").detach()
+    duplicated = torch.as_tensor(records["layer"].isin(["head", "backbone.stage2.0"]).to_numpy().copy())
+    assert int(duplicated.sum()) == 16
+    sample = torch.as_tensor(records["sample"].to_numpy().copy())
+    assert torch.equal(fast[duplicated], golden[sample][duplicated])
