@@ -112,3 +112,13 @@ def test_cli_runs_a_stratified_campaign_and_says_the_faults_per_layer(tmp_path: 
     assert re.search(rf"head\s+{spent:,}\s+[\d.e-]+\s+0\.01\s+reached", result.stdout)
     bad = CliRunner().invoke(app, [*args[:-1], str(tmp_path / "bad"), "--target", "loss"])
     assert bad.exit_code == 2 and "unknown target 'loss'; expected one of mismatch, delta_loss" in bad.output
+
+
+@pytest.mark.slow
+def test_ray_runs_the_same_rounds_and_records(data) -> None:
+    pytest.importorskip("ray")
+    model, xy = data
+    spec = SPEC.replace(layers="fc2")
+    local = hs.run_campaign(model, xy, spec, progress=False)
+    on_ray = hs.run_campaign(model, xy, spec, progress=False, backend="ray", num_workers=2)
+    assert on_ray.records.equals(local.records)

@@ -63,6 +63,10 @@ class _Worker:
         run_units(self.evaluator, self.plan, self.out, [unit])
         return int(unit.rows)
 
+    def set_plan(self, plan: Any) -> None:
+        """A stratified campaign's next round: the same campaign, more units (no new profile)."""
+        self.plan = plan
+
 
 def run_units_on_ray(
     model: torch.nn.Module,
@@ -80,26 +84,48 @@ def run_units_on_ray(
     Units go, in campaign order, to whichever actor is free: faults in early layers cost more
     (more of the network runs again), so fixed shards would leave workers idle.
     """
-    ray = connect(address)
-    on_gpu = str(device).startswith("cuda")
-    resources = ray.cluster_resources()
-    slots = int(resources.get("GPU" if on_gpu else "CPU", 0))
-    if num_workers is None:
-        num_workers = max(1, slots)
-    if isinstance(num_workers, bool) or not isinstance(num_workers, int) or num_workers < 1:
-        raise ValueError(f"num_workers must be a positive integer or None (one per slot); got {num_workers!r}")
-    options = {"num_gpus": 1, "num_cpus": 1} if on_gpu else {"num_cpus": 1}
-    actor_class = ray.remote(**options)(_Worker)
-    on_cpu = all(t.device.type == "cpu" for t in model.state_dict().values())
-    model_ref = ray.put(model if on_cpu else copy.deepcopy(model).cpu())
-    plan_ref = ray.put(plan)
-    from ray.util import ActorPool
-
-    count = min(num_workers, len(units))
-    actors = [actor_class.remote(model_ref, plan_ref, out, "cuda" if on_gpu else "cpu", 1) for _ in range(count)]
+    pool = RayPool(model, plan, out, device, address=address, num_workers=num_workers, most=len(units))
     try:
-        for done in ActorPool(actors).map_unordered(lambda actor, unit: actor.run.remote(unit), list(units)):
-            advance(done)
+        pool.run(plan, units, advance)
     finally:
-        for actor in actors:
-            ray.kill(actor)
+        pool.close()
+
+
+class RayPool:
+    """Ray actors, each profiled once, kept for a whole campaign: a stratified campaign hands them
+    each round's plan instead of starting (and profiling) new workers every round."""
+
+    def __init__(self, model: torch.nn.Module, plan: Any, out: Path, device: str | torch.device, *,
+                 address: str | None = None, num_workers: int | None = None, most: int | None = None) -> None:
+        self.ray = ray = connect(address)
+        on_gpu = str(device).startswith("cuda")
+        resources = ray.cluster_resources()
+        slots = int(resources.get("GPU" if on_gpu else "CPU", 0))
+        if num_workers is None:
+            num_workers = max(1, slots)
+        if isinstance(num_workers, bool) or not isinstance(num_workers, int) or num_workers < 1:
+            raise ValueError(f"num_workers must be a positive integer or None (one per slot); got {num_workers!r}")
+        options = {"num_gpus": 1, "num_cpus": 1} if on_gpu else {"num_cpus": 1}
+        actor_class = ray.remote(**options)(_Worker)
+        on_cpu = all(t.device.type == "cpu" for t in model.state_dict().values())
+        model_ref = ray.put(model if on_cpu else copy.deepcopy(model).cpu())
+        plan_ref = ray.put(plan)
+        count = num_workers if most is None else max(1, min(num_workers, most))
+        self.plan = plan
+        self.actors = [actor_class.remote(model_ref, plan_ref, out, "cuda" if on_gpu else "cpu", 1)
+                       for _ in range(count)]
+
+    def run(self, plan: Any, units: Sequence[Any], advance: Callable[[int], None]) -> None:
+        """Run ``units`` of ``plan`` (this campaign's plan, perhaps grown by a round)."""
+        from ray.util import ActorPool
+
+        if plan is not self.plan:
+            plan_ref = self.ray.put(plan)
+            self.ray.get([actor.set_plan.remote(plan_ref) for actor in self.actors])
+            self.plan = plan
+        for done in ActorPool(self.actors).map_unordered(lambda actor, unit: actor.run.remote(unit), list(units)):
+            advance(done)
+
+    def close(self) -> None:
+        for actor in self.actors:
+            self.ray.kill(actor)

@@ -315,14 +315,9 @@ def run_campaign(
 
 def _with_rounds(plan: Plan, rounds: dict[str, list[list[int]]], chunk_size: int) -> Plan:
     """A stratified plan with the stored rounds replayed: each round's faults and units, as first planned."""
-    layers, units = list(plan.layers), []
     for number in range(max((len(r) for r in rounds.values()), default=0)):  # round by round, as they ran
-        for i, layer in enumerate(layers):
-            if number < len(rounds.get(layer.name, [])):
-                before = layer.n_faults
-                layers[i] = layer.with_round(rounds[layer.name][number])
-                units += planning.layer_units(layers[i], before, chunk_size, plan.images_per_fault)
-    return dataclasses.replace(plan, layers=tuple(layers)).with_units(units)
+        plan = _next_round(plan, {name: r[number] for name, r in rounds.items() if number < len(r)}, chunk_size)
+    return plan
 
 
 def _run_rounds(model: torch.nn.Module, evaluator: FaultEvaluator, plan: Plan, where: Path, manifest: dict[str, Any],
@@ -330,43 +325,64 @@ def _run_rounds(model: torch.nn.Module, evaluator: FaultEvaluator, plan: Plan, w
                 on_round: Callable[[int, dict[str, Any]], None] | None) -> None:
     """A stratified campaign: run the pending units, then plan the next round of every layer from
     the stored records (``strata.allocate``, a pure function of them) until every layer is done.
-    The manifest gains each round before it runs, so a resumed run replays the same rounds."""
-    from headstrong.faults.strata import Strata, allocate
-
+    The manifest gains each round before it runs, so a resumed run replays the same rounds; on Ray
+    the same workers serve every round."""
     rule = plan.spec.stopping_rule()
     number = max((len(layer.rounds) for layer in plan.layers), default=0)
-    while True:
-        todo = [Unit.from_dict(u) for u in storage.pending_units(where, manifest["units"])]
-        rows = sum(u.rows for u in todo)
-        with campaign_progress(progress and rows > 0, rows, 0) as advance:
-            execute(model, evaluator, plan, where, todo, device, advance, backend, **ray)
-        records = storage.read_records(where, manifest["units"]) if manifest["units"] else None
-        steps = {}
-        for layer in plan.layers:
-            strata = Strata(layer.name, layer.elements, layer.bits)
-            mine = records[records["layer"] == layer.name] if records is not None else pd.DataFrame(
-                {c: [] for c in ("bit", "delta_loss", "golden_pred", "faulty_pred", "nonfinite", "fault_id")})
-            steps[layer.name] = allocate(rule, strata, strata.stats(
-                mine["bit"], mine["delta_loss"], mine["golden_pred"] != mine["faulty_pred"], mine["nonfinite"],
-                mine["fault_id"]))
-        if on_round is not None:
-            on_round(number, steps)
-        if all(step.done for step in steps.values()):
-            _say_budget(steps, rule)
-            return
-        layers, units = [], []
-        for layer in plan.layers:
-            step = steps[layer.name]
-            if not step.done:
-                before = layer.n_faults
-                layer = layer.with_round(step.counts)
-                units += planning.layer_units(layer, before, chunk_size, plan.images_per_fault)
-            layers.append(layer)
-        plan = dataclasses.replace(plan, layers=tuple(layers)).with_units(units)
-        manifest = {**manifest, "units": [unit.to_dict() for unit in plan.units],
-                    "rounds": {layer.name: [list(r) for r in layer.rounds] for layer in plan.layers}}
-        storage.write_manifest(where, manifest)
-        number += 1
+    with contextlib.ExitStack() as stack:
+        pool = None
+        if backend == "ray":
+            from headstrong.campaign.ray_backend import RayPool
+
+            pool = RayPool(model, plan, where, device, **ray)
+            stack.callback(pool.close)
+        while True:
+            todo = [Unit.from_dict(u) for u in storage.pending_units(where, manifest["units"])]
+            rows = sum(u.rows for u in todo)
+            with campaign_progress(progress and rows > 0, rows, 0) as advance:
+                if pool is None:
+                    execute(model, evaluator, plan, where, todo, device, advance)
+                elif todo:
+                    pool.run(plan, todo, advance)
+            steps = _allocate(plan, where, manifest["units"], rule)
+            if on_round is not None:
+                on_round(number, steps)
+            if all(step.done for step in steps.values()):
+                _say_budget(steps, rule)
+                return
+            plan = _next_round(plan, {name: step.counts for name, step in steps.items() if not step.done}, chunk_size)
+            manifest = {**manifest, "units": [unit.to_dict() for unit in plan.units],
+                        "rounds": {layer.name: [list(r) for r in layer.rounds] for layer in plan.layers}}
+            storage.write_manifest(where, manifest)
+            number += 1
+
+
+def _allocate(plan: Plan, where: Path, units: list[dict[str, Any]], rule: Any) -> dict[str, Any]:
+    """Each layer's next round (``strata.Allocation``) from its records stored so far."""
+    from headstrong.faults.strata import Strata, allocate
+
+    columns = ("bit", "delta_loss", "golden_pred", "faulty_pred", "nonfinite", "fault_id")
+    records = storage.read_records(where, units) if units else pd.DataFrame({c: [] for c in columns})
+    steps = {}
+    for layer in plan.layers:
+        strata = Strata(layer.name, layer.elements, layer.bits)
+        mine = records[records["layer"] == layer.name] if len(records) else records
+        steps[layer.name] = allocate(rule, strata, strata.stats(
+            mine["bit"], mine["delta_loss"], mine["golden_pred"] != mine["faulty_pred"], mine["nonfinite"],
+            mine["fault_id"]))
+    return steps
+
+
+def _next_round(plan: Plan, counts: dict[str, Sequence[int]], chunk_size: int) -> Plan:
+    """The plan grown by one round for the layers in ``counts`` (faults per bit), with their units."""
+    layers, units = [], []
+    for layer in plan.layers:
+        if layer.name in counts:
+            before = layer.n_faults
+            layer = layer.with_round(counts[layer.name])
+            units += planning.layer_units(layer, before, chunk_size, plan.images_per_fault)
+        layers.append(layer)
+    return dataclasses.replace(plan, layers=tuple(layers)).with_units(units)
 
 
 def _say_budget(steps: dict[str, Any], rule: Any) -> None:
