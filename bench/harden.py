@@ -59,10 +59,12 @@ def trained(root: Path, backbone: str, head: str) -> tuple[torch.nn.Module, floa
 
 # (head, label, methods, option overrides); "etf" rows compare the ETF-head model with the
 # baseline model. "range" bounds after every activation function (Ranger); "range-layers"
-# after every injectable layer, the classification layer's logits included.
+# after every injectable layer, the classification layer's logits included; "range+logits"
+# after every activation function and on the logits.
 CELLS: tuple[tuple[str, str, str, dict[str, Any]], ...] = (
     ("baseline", "range", "range", {}),
     ("baseline", "range-layers", "range", {"where": "layers"}),
+    ("baseline", "range+logits", "range", {"where": "activations+logits"}),
     ("baseline", "clip", "clip", {}),
     ("etf", "none", "none", {}),
     ("baseline", "duplicate last", "duplicate", {}),
@@ -139,7 +141,7 @@ def verdicts(rows: list[HardeningRow]) -> list[str]:
     """The issue's target for range restriction, checked plainly per backbone."""
     lines = []
     for r in rows:
-        if r.head != "baseline" or r.hardening not in ("range", "range-layers"):
+        if r.head != "baseline" or r.hardening not in ("range", "range-layers", "range+logits"):
             continue
         checks = [
             ("all layers >= 5x (99% interval above 5)", r.improvement_all.low >= 5, f"{r.improvement_all.text()}"),

@@ -107,6 +107,25 @@ def test_where_layers_bounds_every_injectable_layer() -> None:
     torch.testing.assert_close(low, model.fc1(x).min())
 
 
+def test_activations_and_logits(data: torch.Tensor) -> None:
+    model = HandBuilt().eval()
+    hard = hs.harden.range_restrict(model, bounds={"act": (0.0, 1.0), "logits": (-0.5, 0.5)}, where="activations+logits")
+    x = torch.tensor([[3.0, 0.4, -2.0, 9.0]])
+    expected = F.gelu(torch.tensor([[1.0, 0.4, 0.0]])).sum(1, keepdim=True).expand(1, 2).clamp(-0.5, 0.5)
+    torch.testing.assert_close(hard(x), expected)
+    for arch in ("cnn-small", "vit"):
+        net = MODELS[arch]()
+        bounded = hs.harden.range_restrict(net, data, where="activations+logits")
+        assert "logits" in bounded.hardening[0]["sites"]
+        assert torch.equal(bounded(data), net(data))
+    plain = Untraceable().eval()
+    hooked = hs.harden.range_restrict(plain, data, where="activations+logits")
+    assert set(hooked.hardening[0]["sites"]) == {"act", "logits"}
+    assert torch.equal(hooked(data), plain(data))
+    tight = hs.harden.range_restrict(plain, bounds={"logits": (0.0, 0.0)}, where="activations+logits")
+    assert torch.equal(tight(data), torch.zeros_like(plain(data)))
+
+
 @pytest.mark.parametrize("arch", list(MODELS))
 def test_max_bounds_keep_clean_outputs_and_names(arch: str, data: torch.Tensor) -> None:
     model = MODELS[arch]()

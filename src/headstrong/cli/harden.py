@@ -19,7 +19,7 @@ def harden_command(
     method: str = typer.Option(..., "--method", help="range, clip, duplicate, fault-aware, or a combination: range+duplicate."),
     out: Path = typer.Option(..., "--out", help="Folder for the hardened model.pt and summary.json."),
     bounds: str = typer.Option("max", help="range/clip: max (profiled min/max) or a quantile such as q0.999."),
-    where: str = typer.Option("activations", help="range/clip: after every activation function, or after every injectable layer (layers)."),
+    where: str = typer.Option("activations", help="range/clip: activations (after every activation function), layers (after every injectable layer) or activations+logits."),
     per_channel: bool = typer.Option(False, help="range/clip: one bound per channel."),
     layers: Optional[str] = typer.Option(None, help="duplicate: comma-separated layer names (default: the classification layer)."),
     redundancy: str = typer.Option("dmr", help="duplicate: dmr (compare, recompute) or tmr (vote)."),

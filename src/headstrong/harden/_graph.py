@@ -35,7 +35,8 @@ ACTIVATION_FUNCTIONS: frozenset[Any] = frozenset({
     torch.sigmoid, torch.tanh, F.prelu, torch.nn.functional.rrelu,
 })
 ACTIVATION_METHODS = frozenset({"relu", "relu_", "sigmoid", "sigmoid_", "tanh", "tanh_"})
-WHERE = ("activations", "layers")
+WHERE = ("activations", "layers", "activations+logits")
+LOGITS = "logits"  # the site key of the model's output
 
 
 @dataclass(frozen=True)
@@ -83,6 +84,12 @@ def fx_sites(gm: fx.GraphModule, where: str) -> list[Site]:
     """
     sites: list[Site] = []
     seen: dict[str, int] = {}
+    if where == "activations+logits":
+        output = next(n for n in gm.graph.nodes if n.op == "output")
+        result = output.args[0]
+        if not isinstance(result, fx.Node):
+            raise ValueError("where='activations+logits' needs a model that returns one tensor of logits")
+        return [*fx_sites(gm, "activations"), Site(LOGITS, result, None)]
     for node in gm.graph.nodes:
         module = str(node.target) if node.op == "call_module" else None
         if module is not None and module.split(".")[0] == HARDEN_ATTR:
@@ -103,10 +110,12 @@ def fx_sites(gm: fx.GraphModule, where: str) -> list[Site]:
     return sites
 
 
-def hook_sites(model: nn.Module) -> list[Site]:
-    """Activation modules by name, for a model fx cannot trace (functional calls stay unseen)."""
-    return [Site(name, None, name) for name, m in model.named_modules()
-            if name and isinstance(m, ACTIVATION_MODULES) and name.split(".")[0] != HARDEN_ATTR]
+def hook_sites(model: nn.Module, where: str = "activations") -> list[Site]:
+    """Activation modules by name, for a model fx cannot trace (functional calls stay unseen);
+    with ``activations+logits`` also the model's own output (a hook on the root module)."""
+    sites = [Site(name, None, name) for name, m in model.named_modules()
+             if name and isinstance(m, ACTIVATION_MODULES) and name.split(".")[0] != HARDEN_ATTR]
+    return [*sites, Site(LOGITS, None, "")] if where == "activations+logits" else sites
 
 
 def harden_dict(model: nn.Module) -> nn.Module:

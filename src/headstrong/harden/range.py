@@ -185,7 +185,8 @@ def range_restrict(
     modules or functional calls), found with torch.fx; a model fx cannot trace gets forward hooks
     on its activation modules (its functional activations are then not restricted).
     ``where="layers"``: after every injectable layer (needs torch.fx: a hook there would run
-    before the engine's fault and bound nothing). ``bounds``: ``"max"`` (the profiled min and
+    before the engine's fault and bound nothing). ``where="activations+logits"``: after every
+    activation and on the model's output, so the classification layer is bounded too. ``bounds``: ``"max"`` (the profiled min and
     max; the clean outputs on ``data`` are then unchanged), ``"qX"`` (the (1-X) and X quantiles,
     0 < X <= 1) or a mapping of site name to ``(low, high)`` (scalars, or one per channel with
     ``per_channel``; unlisted sites are not restricted, ``data`` is not needed). ``mode``:
@@ -215,9 +216,9 @@ def range_restrict(
             f"where='layers' needs a model torch.fx can trace ({why}); use where='activations' (hooks on "
             "activation modules work without tracing)"
         )
-    sites = _graph.fx_sites(gm, where) if gm is not None else _graph.hook_sites(work)
-    if not sites:
-        hint = " (it has no activation functions); try where='layers'" if where == "activations" else ""
+    sites = _graph.fx_sites(gm, where) if gm is not None else _graph.hook_sites(work, where)
+    if not [s for s in sites if s.key != _graph.LOGITS]:
+        hint = " (it has no activation functions); try where='layers'" if where.startswith("activations") else ""
         raise ValueError(f"found nowhere to restrict in {type(model).__name__}{hint}")
     if mapping is not None:
         chosen = _mapping_bounds(mapping, sites, per_channel)
@@ -359,7 +360,7 @@ def rebuild(model: nn.Module, record: dict[str, Any]) -> nn.Module:
             raise ValueError(f"this hardened checkpoint was traced with torch.fx, which now fails: {why}")
         sites = _graph.fx_sites(gm, record["where"])
     else:
-        gm, sites = None, _graph.hook_sites(work)
+        gm, sites = None, _graph.hook_sites(work, record["where"])
     hardened, _ = _install(gm if gm is not None else work, work, sites, record["mode"], chosen,
                            per_channel, traced=gm is not None)
     return _graph.add_record(hardened, dict(record))
