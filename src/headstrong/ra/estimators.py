@@ -98,26 +98,33 @@ def _base(space: SiteSpace, sa: float) -> float:
     return space.p_software * sa + space.p_control * (1.0 - space.accelerator.control_crash) * sa
 
 
-def _mean_ci(values: np.ndarray, reach: np.ndarray) -> tuple[float, tuple[float, float], float]:
+CLT_MIN_HARMFUL = 10  # harmful draws below which a sample's spread is not trusted (the np >= 10 rule)
+
+
+def _mean_ci(values: np.ndarray, moves: np.ndarray, reach: np.ndarray) -> tuple[float, tuple[float, float], float]:
     """Mean of per-draw values, a 95% interval honest at small samples, and the per-draw spread.
 
-    A plain mean +- z s / sqrt(n) says nothing about outcomes that were not drawn: 20 draws that
-    all missed the few harmful sites give s = 0 and a zero-width interval, though harm at 1 site
-    in 10 fits those 20 draws well. The interval here is t s' / sqrt(n) around the mean, with
-    Student's t quantile (n - 1 degrees of freedom) and s' = max(s, sqrt(r (1 - r) mean(reach^2))):
+    Most draws are masked faults: every such draw gives the same value, and the spread comes
+    from the few harmful ones (``moves``: how far each draw moved its value; 0 when masked). A
+    plain mean +- z s / sqrt(n) is then only as good as their number: 20 draws that all missed the
+    harmful sites give s = 0 and a zero-width interval, though harm at 1 site in 10 fits those 20
+    draws well. So the interval is t s' / sqrt(n) around the mean, with Student's t quantile
+    (n - 1 degrees of freedom), and while the harmful draws count fewer than ``CLT_MIN_HARMFUL``
+    (the usual np >= 10 condition for a normal approximation of a rate; counted by Kish's
+    effective number, (sum m)^2 / sum m^2 over their moves m, so one large move among many small
+    ones counts as about one), s' = max(s, sqrt(r (1 - r) mean(reach^2))):
 
-    - r = (z^2/2) / (n + z^2) is Wilson's estimate of the rate of an outcome seen in none of n
-      draws: an outcome that rare still fits the sample at 95%;
+    - r = (k + z^2/2) / (n + z^2), Wilson's centre for k harmful draws in n: never 0, so a harm
+      rate the sample cannot rule out at 95% is allowed for;
     - ``reach`` holds, per draw, the most that draw's site could move its value (weight x UF x the
       most accuracy one fault can change, max(SA, 1 - SA)); if sites drawn as the proposal draws
-      them were, at rate r, as harmful as they can be, the per-draw spread would be
-      sqrt(r (1 - r) E_q[reach^2]), and the draws' mean of reach^2 estimates E_q[reach^2]. The
-      sample cannot rule that spread out, so the interval never assumes less;
-    - the floor shrinks like 1/n, the sample spread like 1/sqrt(n): once harm has been drawn a few
-      times the interval is the usual one (at 3,000 draws on the tests' tables, the same).
+      them were harmful at rate r, as far as they can be, the per-draw spread would be
+      sqrt(r (1 - r) E_q[reach^2]), and the draws' mean of reach^2 estimates E_q[reach^2].
 
-    RA and the software accuracy lie in [0, 1], so the interval (and the estimate) is clipped
-    there; clipping never moves an estimate away from a truth inside [0, 1].
+    With ten or more effective harmful draws the sample's own spread is used (the bench's runs
+    against the exact RA find it honest there: docs/BENCHMARKS.md, "runs within ±0.5%"). RA and
+    the software accuracy lie in [0, 1], so the interval (and the estimate) is clipped there;
+    clipping never moves an estimate away from a truth inside [0, 1].
     """
     n = len(values)
     mean = float(np.clip(values.mean(), 0.0, 1.0))
@@ -126,8 +133,13 @@ def _mean_ci(values: np.ndarray, reach: np.ndarray) -> tuple[float, tuple[float,
     from scipy.stats import t as student_t
 
     std = float(values.std(ddof=1))
-    unseen = (Z95 * Z95 / 2) / (n + Z95 * Z95)
-    spread = max(std, float(np.sqrt(unseen * (1 - unseen) * np.mean(reach**2))))
+    spread = std
+    moved = np.abs(moves[moves != 0])
+    k = len(moved)
+    k_eff = float(moved.sum() ** 2 / (moved**2).sum()) if k else 0.0  # Kish: harmful draws by weight
+    if k_eff < CLT_MIN_HARMFUL:
+        rate = (k + Z95 * Z95 / 2) / (n + Z95 * Z95)
+        spread = max(std, float(np.sqrt(rate * (1 - rate) * np.mean(reach**2))))
     half = float(student_t.ppf(0.975, n - 1)) * spread / np.sqrt(n)
     return mean, (max(0.0, mean - half), min(1.0, mean + half)), std
 
@@ -185,9 +197,10 @@ class Estimator:
         loss = space.uf[group] * (sa - acc)
         values = _base(space, sa) - weight * loss
         reach = max(sa, 1.0 - sa)  # the most accuracy one fault can take away or give
-        ra, ci, std = _mean_ci(values, weight * space.uf[group] * reach)
+        ra, ci, std = _mean_ci(values, weight * loss, weight * space.uf[group] * reach)
         sw_weight = np.where(space.software_mask(group), 1.0 / (space.n_software_sites * q), 0.0)
-        software, software_ci, _ = _mean_ci(sa - sw_weight * (sa - acc), sw_weight * reach)
+        sw_moves = sw_weight * (sa - acc)
+        software, software_ci, _ = _mean_ci(sa - sw_moves, sw_moves, sw_weight * reach)
         trace = np.clip(np.cumsum(values) / np.arange(1, len(values) + 1), 0.0, 1.0)
         records = pd.DataFrame({
             "site": ids, "layer": space.layer[group], "type": space.type[group], "element": element,
