@@ -188,3 +188,16 @@ def test_pilot_subsets_that_are_missing_or_wrong_are_clear_errors() -> None:
         est.get("is-b", pilot_images=0)
     with pytest.raises(ValueError, match="one accuracy per site"):
         TableOracle(space, _table(space), SA, n_images=200, subsets={25: (np.zeros(2), SA)})
+
+
+def test_the_floor_counts_harmful_draws_by_their_weight() -> None:
+    """One large move among many tiny ones is about one harmful draw: the spread is not trusted."""
+    from scipy.stats import t
+
+    reach = np.ones(40)
+    few = np.r_[np.full(30, 0.001), 0.5, np.zeros(9)]
+    many = np.full(40, 0.01)
+    for moves, floored in ((few, True), (many, False)):
+        mean, ci, std = est._mean_ci(0.7 - moves, moves, reach)
+        plain = t.ppf(0.975, 39) * std / np.sqrt(40)
+        assert (ci[1] - ci[0]) / 2 > 2 * plain if floored else (ci[1] - ci[0]) / 2 == pytest.approx(plain)
