@@ -183,3 +183,24 @@ def test_ra_refuses_an_out_another_run_holds(tmp_path):
     finally:
         proc.stdin.close()
         proc.wait(timeout=30)
+
+
+def test_a_campaign_refuses_an_out_another_run_holds(tmp_path):
+    import torch
+    from torch import nn
+
+    import headstrong as hs
+
+    out = tmp_path / "run"
+    proc = _start_holder(out)
+    try:
+        torch.manual_seed(0)
+        model = nn.Sequential(nn.Flatten(), nn.Linear(16, 3)).eval()
+        x, y = torch.randn(8, 1, 4, 4), torch.randint(0, 3, (8,))
+        spec = hs.CampaignSpec(kind="weight", n_faults=4, only_correct=False, seed=1)
+        with pytest.raises(ValueError, match=f"in use by process {proc.pid} .*inject"):
+            hs.run_campaign(model, (x, y), spec, "cpu", out, progress=False)
+        assert not (out / "manifest.json").exists()
+    finally:
+        proc.stdin.close()
+        proc.wait(timeout=30)
