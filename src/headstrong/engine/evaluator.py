@@ -522,23 +522,28 @@ class FaultEvaluator:
             sel = kind_of_pair == code
             if not bool(sel.any()):
                 continue
-            mine = every if bool(sel.all()) else sel.nonzero().flatten()
-            busy = mine if bool(has_edits[mine].all()) else mine[has_edits[mine]]
+            whole = bool(sel.all())  # the usual case: every pair of one kind, every fault edited
+            mine = every if whole else sel.nonzero().flatten()
+            if whole and bool(has_edits.all()):
+                busy, busy_fault, busy_image = every, fault, image
+            else:
+                busy = mine[has_edits[mine]]
+                busy_fault, busy_image = fault[busy], image[busy]
             kind = KINDS[code]
             with self._session(kind):
                 if code == NEURON:
-                    self._neurons(x, y, edits, join_pairs(edits, fault[busy], image[busy]), busy, out)
+                    self._neurons(x, y, edits, join_pairs(edits, busy_fault, busy_image), busy, out)
                 else:
-                    self._weights(x, y, edits, fault[busy], image[busy], busy, out)
+                    self._weights(x, y, edits, busy_fault, busy_image, busy, out)
                 golden = self._golden(x, y, kind)  # cached by the paths above (or computed here)
-            rows = image[mine].to(golden.pred.device)
+            rows = (image if whole else image[mine]).to(golden.pred.device)
             _put(out.golden_pred, mine, golden.pred.index_select(0, rows))
             _put(out.golden_loss, mine, golden.loss.index_select(0, rows))
             _put(out.top2_diff, mine, golden.top2.index_select(0, rows))
-            # faults without an edit are golden runs, and masked
-            none = mine[~has_edits[mine]]
-            out.faulty_pred[none] = out.golden_pred[none]
-            out.faulty_loss[none] = out.golden_loss[none]
+            if busy is not every:  # faults without an edit are golden runs, and masked
+                none = mine[~has_edits[mine]]
+                out.faulty_pred[none] = out.golden_pred[none]
+                out.faulty_loss[none] = out.golden_loss[none]
         return out
 
     def _store(self, out: Outcomes, at: torch.Tensor, logits: torch.Tensor, golden: _Cached, y: torch.Tensor,
@@ -682,10 +687,14 @@ class FaultEvaluator:
         edit_of_pair = one[fault]  # each pair's one edit, or -1
         layer_of_pair = torch.where(edit_of_pair >= 0, edits.layer_ids[edit_of_pair.clamp(min=0)],
                                     torch.full_like(edit_of_pair, -1))
-        for lid in edits.layer_ids[single].unique().tolist():  # a few layers: no sort over the pairs
+        layers = edits.layer_ids[single].unique().tolist()  # a few layers: no sort over the pairs
+        for lid in layers:
+            mine = (single & (edits.layer_ids == lid)).nonzero().flatten()
+            if len(layers) == 1 and bool((layer_of_pair == lid).all()):  # every pair: no gathers
+                self._weights_delta(x, y, edits, mine, edit_of_pair, image, at, edits.layer_names[lid], out)
+                return
             pick = (layer_of_pair == lid).nonzero().flatten()
             if len(pick):
-                mine = (single & (edits.layer_ids == lid)).nonzero().flatten()
                 self._weights_delta(x, y, edits, mine, edit_of_pair[pick], image[pick], at[pick],
                                     edits.layer_names[lid], out)
         many = (layer_of_pair < 0).nonzero().flatten()
