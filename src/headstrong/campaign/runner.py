@@ -167,9 +167,10 @@ def _repeat(value: str, n: int) -> pa.Array:
 
 
 def run_units(evaluator: FaultEvaluator, plan: Plan, out: Path, units: Sequence[Unit],
-              advance: Callable[[int], None] | None = None) -> None:
+              advance: Callable[[int], None] | None = None, keep: dict[str, pa.Table] | None = None) -> None:
     """Evaluate each unit's (fault, image) pairs and store its records; ``advance(n)`` after
-    every group of n pairs. Pair p meets eval image p mod n_eval, as ``headstrong.campaign.plan`` says."""
+    every group of n pairs; ``keep``: also keep each unit's table, by unit id. Pair p meets eval
+    image p mod n_eval, as ``headstrong.campaign.plan`` says."""
     spec, per_fault = plan.spec, plan.images_per_fault
     n_eval = plan.eval_samples.shape[0]
     eval_x, eval_y = plan.images[plan.eval_samples], plan.labels[plan.eval_samples]
@@ -204,7 +205,10 @@ def run_units(evaluator: FaultEvaluator, plan: Plan, out: Path, units: Sequence[
                     getattr(outcomes, name)[at] = value
             if advance is not None:
                 advance(len(pairs))
-        storage.write_chunk(out, unit.id, _records(plan, layer, unit, indices, bits, outcomes))
+        table = _records(plan, layer, unit, indices, bits, outcomes)
+        storage.write_chunk(out, unit.id, table)
+        if keep is not None:
+            keep[unit.id] = table
 
 
 def _records(plan: Plan, layer: planning.LayerPlan, unit: Unit, indices: torch.Tensor, bits: torch.Tensor,
@@ -237,13 +241,15 @@ def _records(plan: Plan, layer: planning.LayerPlan, unit: Unit, indices: torch.T
 
 def execute(
     model: torch.nn.Module, evaluator: FaultEvaluator, plan: Plan, out: Path, units: Sequence[Unit],
-    device: str | torch.device, advance: Callable[[int], None], backend: str = "local", **ray: Any,
+    device: str | torch.device, advance: Callable[[int], None], backend: str = "local",
+    keep: dict[str, pa.Table] | None = None, **ray: Any,
 ) -> None:
-    """Run ``units`` of ``plan`` into ``out``: here with ``evaluator``, or over Ray workers."""
+    """Run ``units`` of ``plan`` into ``out``: here with ``evaluator`` (``keep``: each unit's
+    records kept too, by unit id), or over Ray workers."""
     if not units:
         return
     if backend == "local":
-        run_units(evaluator, plan, out, units, advance)
+        run_units(evaluator, plan, out, units, advance, keep)
         return
     from headstrong.campaign.ray_backend import run_units_on_ray
 
@@ -303,13 +309,14 @@ def run_campaign(
             storage.write_manifest(where, manifest)
         storage.remove_temporaries(where)
         ray = {"address": ray_address, "num_workers": num_workers}
+        kept: dict[str, pa.Table] = {}  # the records this run wrote, by unit (local backend)
         if spec.stratified:
             _run_rounds(model, evaluator, plan, where, manifest, chunk_size, device, progress, backend, ray, on_round)
         else:
             todo = [Unit.from_dict(u) for u in storage.pending_units(where, manifest["units"])]
             with campaign_progress(progress, plan.n_pairs, plan.n_pairs - sum(u.rows for u in todo)) as advance:
-                execute(model, evaluator, plan, where, todo, device, advance, backend, **ray)
-        result = load_results(where)
+                execute(model, evaluator, plan, where, todo, device, advance, backend, kept, **ray)
+        result = load_results(where, kept)
     return result if folder is not None else dataclasses.replace(result, out=None)
 
 
@@ -470,15 +477,22 @@ def _check_same_campaign(previous: dict[str, Any], current: dict[str, Any], out:
 # ------------------------------------------------------------------------------------ load
 
 
-def load_results(out: str | Path) -> CampaignResult:
-    """Read a finished run: records and summaries. Errors name a missing or damaged chunk."""
+def load_results(out: str | Path, fresh: dict[str, pa.Table] | None = None) -> CampaignResult:
+    """Read a finished run: records and summaries. Errors name a missing or damaged chunk.
+
+    ``fresh``: records this process has just written, by unit id; when they cover every unit
+    they are the records (the same as reading the chunks back, without the read)."""
     out = Path(out)
     if not out.is_dir():
         raise ValueError(f"{str(out)!r} is not a campaign folder (no such directory)")
     manifest = storage.read_manifest(out)
     if manifest is None:
         raise ValueError(f"{str(out)!r} holds no {storage.MANIFEST}: not a headstrong campaign folder")
-    records = storage.read_records(out, manifest["units"])
+    ids = [unit["id"] for unit in manifest["units"]]
+    if fresh and all(i in fresh for i in ids):
+        records = pa.concat_tables([fresh[i] for i in ids]).to_pandas()
+    else:
+        records = storage.read_records(out, manifest["units"])
     return CampaignResult(CampaignSpec.from_dict(manifest["spec"]), out, records, manifest)
 
 
