@@ -192,11 +192,11 @@ def cost_figure(rows: Sequence[HardeningRow], path: str | Path, title: Optional[
     fig, axes = plt.subplots(1, 2, figsize=(12, 5), sharey=True)
     markers = {b: m for b, m in zip(dict.fromkeys(r.backbone for r in rows), "osD^v<>p")}
     names = list(dict.fromkeys(r.hardening if r.head == "baseline" else f"{r.head} + {r.hardening}" for r in rows))
-    size = 10 if len(names) <= 10 else 20
-    cmap = plt.get_cmap(f"tab{size}")
+    n_colours = 10 if len(names) <= 10 else 20
+    cmap = plt.get_cmap(f"tab{n_colours}")
 
     def colours(i: int) -> Any:
-        return cmap(i % size)
+        return cmap(i % n_colours)
     for ax, which in zip(axes, ("all", "last")):
         values = [(r.improvement_all if which == "all" else r.improvement_last).value for r in rows]
         finite = [v for v in values if math.isfinite(v) and v > 0]
