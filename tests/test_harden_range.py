@@ -196,6 +196,21 @@ def test_checkpoint_round_trip_inject_and_ra(tmp_path, data: torch.Tensor) -> No
         load_checkpoint(path, model=hs.build_baseline("cnn-small", 10, 3))
 
 
+@pytest.mark.parametrize("backbone", ["cnn-small", "resnet8-w16", "resnet18", "timm:convnext_atto"])
+def test_checkpoint_round_trip_by_name(tmp_path, backbone: str, data: torch.Tensor) -> None:
+    """Every backbone family by name: a hardened checkpoint reloads and injects like the original."""
+    torch.manual_seed(0)
+    model = hs.build_baseline(backbone, 10, 3).eval()
+    hard = hs.harden.duplicate(hs.harden.range_restrict(model, data[:6], where="activations+logits"), ["head"])
+    loaded, _ = load_checkpoint(save_checkpoint(tmp_path / "hard.pt", hard))
+    assert torch.equal(loaded(data[:4]), hard(data[:4]))
+    assert hs.injectable_layers(loaded) == hs.injectable_layers(model)
+    layer = hs.injectable_layers(model)[1]
+    faults = hs.FaultSet.from_records([{"kind": "neuron", "layer": layer, "index": 3, "bit": 30},
+                                       {"kind": "neuron", "layer": "head", "index": 2, "bit": 30}])
+    torch.testing.assert_close(hs.inject(loaded, data[:4], faults), hs.inject(hard, data[:4], faults))
+
+
 def test_campaign_on_hardened_model_sees_original_layers(tmp_path, data: torch.Tensor) -> None:
     model = MODELS["cnn-small"]()
     hard = hs.harden.range_restrict(model, data)
