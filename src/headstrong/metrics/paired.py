@@ -137,19 +137,22 @@ def paired_t(a: Sequence[float], b: Sequence[float], *, log: bool = False,
         return Paired(math.nan, math.nan, math.nan, n, kind, method, confidence)
     mean = float(d.mean())
     if n < 2:
-        return Paired(math.exp(mean) if log else mean, math.nan, math.nan, n, kind, method, confidence)
+        with np.errstate(over="ignore"):
+            return Paired(float(np.exp(mean)) if log else mean, math.nan, math.nan, n, kind, method, confidence)
     se = float(d.std(ddof=1)) / math.sqrt(n)
-    if se == 0:
-        low = high = mean
-        p = 0.0 if mean != 0 else 1.0
+    if se == 0:  # every seed gave the same difference: no spread to build an interval from
+        low = high = mean if mean == 0 else math.nan
+        p = math.nan
     else:
         from scipy.stats import t as student_t
 
         half = _t_quantile(confidence, n - 1) * se
         low, high = mean - half, mean + half
         p = float(2 * student_t.sf(abs(mean) / se, n - 1))
-    if log:
-        return Paired(math.exp(mean), math.exp(low), math.exp(high), n, kind, method, confidence, p)
+    if log:  # a raw (detector-off) mean can differ by dozens of orders of magnitude: exp may reach inf
+        with np.errstate(over="ignore"):
+            e_mean, e_low, e_high = (float(v) for v in np.exp([mean, low, high]))
+        return Paired(e_mean, e_low, e_high, n, kind, method, confidence, p)
     return Paired(mean, low, high, n, kind, method, confidence, p)
 
 
@@ -268,8 +271,9 @@ def bootstrap_paired(a_draws: Sequence[np.ndarray], b_draws: Sequence[np.ndarray
             stat += np.where(seeds == s, la[ia] - lb[ib], 0.0).sum(1)
     stat /= n
     stat = stat[~np.isnan(stat)]
-    if len(stat) == 0:
-        return Paired(math.exp(point.mean()), math.nan, math.nan, n, "ratio", method, confidence)
-    low, high = np.quantile(stat, [(1 - confidence) / 2, (1 + confidence) / 2], method="inverted_cdf")
-    return Paired(float(math.exp(point.mean())), float(np.exp(low)), float(np.exp(high)), n, "ratio", method, confidence)
+    low, high = (np.quantile(stat, [(1 - confidence) / 2, (1 + confidence) / 2], method="inverted_cdf")
+                 if len(stat) else (math.nan, math.nan))
+    with np.errstate(over="ignore"):
+        return Paired(float(np.exp(point.mean())), float(np.exp(low)), float(np.exp(high)), n, "ratio", method,
+                      confidence)
 

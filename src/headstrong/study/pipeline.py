@@ -4,7 +4,13 @@ For every cell of the grid (backbone x init x seed) it trains one model with the
 runs the campaigns (neuron faults over every injectable layer in each format, weight faults on
 the classification layer), and compares each text-guided model with the baseline of the same
 backbone and seed. Every stage keeps its results under ``out`` and is skipped or resumed when it
-is already there, so a killed study continues where it stopped.
+is already there, so a killed study continues where it stopped; each stage's wall time goes to
+``timings.jsonl`` (``study.timing``).
+
+Arms are paired by seed: every arm of a seed trains on the same data order (the recipe draws it
+from the seed and the epoch, not from the head), and a campaign's faults in a layer come from
+(seed, kind, layer name), so the layers two arms share (every layer of a hardened model; the
+backbone of two heads) get the same fault sites. ``study.seeds`` compares the arms across seeds.
 """
 
 from __future__ import annotations
@@ -20,6 +26,7 @@ import torch
 
 from headstrong._lock import hold_folder
 from headstrong.study.config import StudyConfig
+from headstrong.study.timing import StageClock
 
 Say = Callable[[str], None]
 
@@ -79,6 +86,8 @@ class StudyResult:
     report: Optional[Path] = None
     hardening: Optional[pd.DataFrame] = None  # one row per (hardened cell, campaign): resilience against cost
     hardening_rows: list[Any] = field(default_factory=list)  # report.hardening.HardeningRow, same rows
+    spread: Optional[pd.DataFrame] = None  # study.seeds: one row per (backbone, campaign, arm, figure)
+    paired: Optional[pd.DataFrame] = None  # study.seeds: every two arms, paired by seed
 
 
 def grid(config: StudyConfig) -> list[Cell]:
@@ -136,7 +145,7 @@ def _campaign_spec(config: StudyConfig, name: str, seed: int, classifier: str) -
 
 
 def run_cell(config: StudyConfig, cell: Cell, eval_data: Any, out: Path, say: Say, progress: bool,
-             reference: Optional[CellResult] = None) -> CellResult:
+             reference: Optional[CellResult] = None, clock: Optional[StageClock] = None) -> CellResult:
     """Train (or find) the cell's model, harden it when the cell asks, run its campaigns.
 
     ``reference``: the unhardened baseline cell of the same backbone and seed (hardened cells
@@ -144,9 +153,11 @@ def run_cell(config: StudyConfig, cell: Cell, eval_data: Any, out: Path, say: Sa
     from headstrong.campaign import run_campaign
     from headstrong.train import load_checkpoint, train
 
+    clock = clock or StageClock(out)
     cell_dir = out / "models" / cell.trained_name
     say(f"[bold]train[/] {cell.trained_name}")
-    trained = train(_train_config(config, cell), cell_dir, progress=progress)
+    with clock.stage("train", cell.trained_name):
+        trained = train(_train_config(config, cell), cell_dir, progress=progress)
     model, _ = load_checkpoint(trained.checkpoint)
     model.eval()
     top1 = float(trained.top1) / 100.0  # percent -> share
@@ -154,7 +165,8 @@ def run_cell(config: StudyConfig, cell: Cell, eval_data: Any, out: Path, say: Sa
     if reference is not None and any(h != "none" for h in config.hardenings):
         if cell.hardening != "none":
             say(f"[bold]harden[/] {cell.name}")
-        model, cost, correct = _harden(config, cell, model, reference, out)
+        with clock.stage("harden", cell.name):
+            model, cost, correct = _harden(config, cell, model, reference, out)
         top1 = float(correct.float().mean())
     params, macs = _cost(model, tuple(eval_data[0].shape[1:]))
     if cost is not None:  # counted from what runs: duplicates, stored bounds and copies included
@@ -169,10 +181,11 @@ def run_cell(config: StudyConfig, cell: Cell, eval_data: Any, out: Path, say: Sa
             continue
         say(f"[bold]campaign[/] {cell.name} {name}")
         spec = _campaign_spec(config, name, cell.seed, classifier or "")
-        result.campaigns[name] = run_campaign(
-            model, eval_data, spec, device=config.device, out=out / "campaigns" / cell.name / name,
-            batch_size=config.campaign.batch_size, progress=progress,
-        )
+        with clock.stage("campaign", cell.name, name):
+            result.campaigns[name] = run_campaign(
+                model, eval_data, spec, device=config.device, out=out / "campaigns" / cell.name / name,
+                batch_size=config.campaign.batch_size, progress=progress,
+            )
     return result
 
 
@@ -294,26 +307,39 @@ def run_study(config: StudyConfig, *, progress: bool = True, say: Optional[Say] 
 def _run_study_held(config: StudyConfig, out: Path, progress: bool, say: Optional[Say]) -> StudyResult:
     from headstrong.study.summary import write_study_report
 
+    from headstrong.study.seeds import seed_tables
+
     _check_same_study(config, out)
     say = say or (lambda message: None)
+    clock = StageClock(out)
     eval_data = _eval_data(config)
     cells: list[CellResult] = []
     for cell in grid(config):
         reference = next((r for r in cells if r.cell == Cell(cell.backbone, "baseline", cell.seed)), None)
-        cells.append(run_cell(config, cell, eval_data, out, say, progress, reference))
-    pairs = compare_cells([r for r in cells if r.cell.hardening == "none"])
-    comparisons, summary = tabulate(pairs)
-    comparisons.to_csv(out / "comparisons.csv", index=False)
-    summary.to_csv(out / "summary.csv", index=False)
-    result = StudyResult(config, cells, pairs, comparisons, summary, out)
-    result.hardening_rows = hardening_rows(cells)
-    if result.hardening_rows:
-        from headstrong.report.hardening import hardening_table
+        cells.append(run_cell(config, cell, eval_data, out, say, progress, reference, clock))
+    with clock.stage("compare"):
+        pairs = compare_cells([r for r in cells if r.cell.hardening == "none"])
+        comparisons, summary = tabulate(pairs)
+        comparisons.to_csv(out / "comparisons.csv", index=False)
+        summary.to_csv(out / "summary.csv", index=False)
+        result = StudyResult(config, cells, pairs, comparisons, summary, out)
+        result.hardening_rows = hardening_rows(cells)
+        if result.hardening_rows:
+            from headstrong.report.hardening import hardening_table
 
-        result.hardening = hardening_table(result.hardening_rows)
-        result.hardening.to_csv(out / "hardening.csv", index=False)
+            result.hardening = hardening_table(result.hardening_rows)
+            result.hardening.to_csv(out / "hardening.csv", index=False)
+    say("[bold]statistics[/] across seeds")
+    with clock.stage("statistics"):
+        result.spread, result.paired = seed_tables(cells)
+        result.spread.to_csv(out / "seeds.csv", index=False)
+        result.paired.to_csv(out / "paired.csv", index=False)
     say("[bold]report[/]")
-    result.report = write_study_report(result)
+    with clock.stage("report"):
+        result.report = write_study_report(result)
+    from headstrong.study.timing import stage_table
+
+    stage_table(out).to_csv(out / "timings.csv", index=False)
     return result
 
 

@@ -132,6 +132,47 @@ def _hardening_section(result: Any, out: Path, md: list[str]) -> list[str]:
             f"<img alt='resilience against cost' src='data:image/png;base64,{encoded}'>"]
 
 
+def _seeds_section(result: Any, md: list[str]) -> list[str]:
+    """Across seeds, arms paired by seed (``study.seeds``): every arm against the unhardened
+    baseline, and the heads against the text head; the rest of the pairs are in paired.csv."""
+    from headstrong.study.seeds import paired_markdown_rows
+
+    paired = getattr(result, "paired", None)
+    if paired is None or paired.empty:
+        return []
+    note = ("Arms (a head, a hardening, or both) paired by seed: the same data order and, in shared layers, the same "
+            "fault sites. Mean ΔLoss: B's improvement over A (A / B, the geometric mean over seeds) with a 99% "
+            "two-level bootstrap interval (seeds drawn again, then each arm's faults within strata); paired.csv also "
+            "holds the paired t test across seeds. Median ΔLoss and mismatch: the change B - A with a 99% paired t "
+            "interval across seeds (none with one seed). 'A beats B' is written only where the interval excludes no "
+            "difference.")
+    parts = ["<h2>Across seeds (arms paired by seed)</h2>", f"<p>{html.escape(note)}</p>"]
+    md += ["## Across seeds (arms paired by seed)", "", note, ""]
+    sections = [("Every arm against the unhardened baseline", "baseline"), ("The heads against the text head", "text")]
+    for title, against in sections:
+        figures = ["delta_loss_last", "delta_loss_all", "median_delta_loss_last", "mismatch_all"]
+        headings, rows = paired_markdown_rows(paired, figures, against=against)
+        if not rows:
+            continue
+        md += [f"### {title}", "", markdown(headings, rows)]
+        parts += [f"<h3>{html.escape(title)}</h3>", html_table(headings, rows)]
+    return parts
+
+
+def _timing_section(out: Path, md: list[str]) -> list[str]:
+    """Wall and CPU seconds per stage, summed over every attempt (a killed and resumed study too)."""
+    from headstrong.study.timing import stage_table
+
+    table = stage_table(out)
+    if table.empty:
+        return []
+    headings = ["stage", "count", "wall (s)", "CPU (s)", "attempts"]
+    rows = [[r["stage"], str(int(r["count"])), f"{r['wall_s']:.1f}", f"{r['cpu_s']:.1f}", str(int(r["attempts"]))]
+            for _, r in table.iterrows()]
+    md += ["## Wall time per stage", "", markdown(headings, rows)]
+    return ["<h2>Wall time per stage</h2>", html_table(headings, rows)]
+
+
 def write_study_report(result: Any) -> Path:
     """Write ``report.html`` and ``summary.md`` (and one detailed report per comparison)."""
     from headstrong.report.html import build_report
@@ -160,11 +201,13 @@ def write_study_report(result: Any) -> Path:
     md = [f"# headstrong study: {config.name}", "", intro, "", "## Resilience (the paper's table)", "",
           markdown(headings, rows), "## Cost", "", markdown(cost_headings, cost)]
     hardening_parts = _hardening_section(result, out, md)
+    seeds_parts = _seeds_section(result, md)
+    timing_parts = _timing_section(Path(result.out), md)
     md += ["## Detailed reports", ""]
     md += [f"- [{title}]({page.relative_to(out)})" for title, page in details]
     parts = [f"<h1>headstrong study: {html.escape(config.name)}</h1>", f"<p>{html.escape(intro)}</p>",
              "<h2>Resilience (the paper's table)</h2>", html_table(headings, rows),
-             "<h2>Cost</h2>", html_table(cost_headings, cost), *hardening_parts]
+             "<h2>Cost</h2>", html_table(cost_headings, cost), *hardening_parts, *seeds_parts, *timing_parts]
     if details:
         first = details[0][1].parent / "delta_loss_per_layer.png"
         if first.exists():

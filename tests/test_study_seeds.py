@@ -1,0 +1,105 @@
+"""Arms paired by seed: the same data and fault sites per seed, the across-seed tables, stage times."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+import headstrong as hs
+from headstrong.campaign import CampaignSpec, run_campaign
+from headstrong.harden import HardenOptions, apply_methods, parse_methods
+from headstrong.metrics import summarize
+from headstrong.study import parse_study
+from headstrong.study.pipeline import Cell, _campaign_spec, _train_config
+from headstrong.study.seeds import seed_tables
+from headstrong.study.timing import StageClock, read_times, stage_table
+
+from _models import PlainCNN, images, one_thread  # noqa: F401  (autouse fixture)
+
+
+def _sites(result: object) -> set[tuple[str, int, int]]:
+    records = result.records.drop_duplicates("fault_id")
+    return set(zip(records["layer"], records["index"].astype(int), records["bit"].astype(int)))
+
+
+@pytest.mark.parametrize("methods", ["range", "clip", "duplicate", "range+duplicate"])
+def test_hardened_models_keep_layer_names_and_draw_the_same_pilot_sites(methods: str) -> None:
+    torch.manual_seed(0)
+    model = PlainCNN(in_chans=3).eval()
+    x, y = images(12)
+    hardened = apply_methods(model, parse_methods(methods), HardenOptions(), profile_data=x, train_data=None, out=None)
+    assert hs.injectable_layers(hardened) == hs.injectable_layers(model)
+    # a margin this wide stops every layer at the pilot: the whole stratified campaign is the pilot
+    spec = CampaignSpec(kind="neuron", layers="all", margin=0.3, seed=5, only_correct=False)
+    assert spec.stratified
+    plain, hard = run_campaign(model, (x, y), spec, progress=False), run_campaign(hardened, (x, y), spec, progress=False)
+    assert len(_sites(plain)) > 100 and _sites(plain) == _sites(hard)
+    other = run_campaign(model, (x, y), CampaignSpec(kind="neuron", layers="all", margin=0.3, seed=6, only_correct=False),
+                         progress=False)
+    assert _sites(other) != _sites(plain)
+
+
+def test_every_arm_of_a_seed_trains_on_the_same_data_and_campaigns_share_the_seed(tmp_path: Path) -> None:
+    config = parse_study({"study": {"inits": ["baseline", "text", "etf"], "seeds": [3], "out": str(tmp_path)},
+                          "train": {"limit_train": 500, "epochs": 2}})
+    configs = [_train_config(config, Cell("cnn-small", init, 3)) for init in config.inits]
+    shared = ("seed", "limit_train", "limit_test", "epochs", "batch_size", "lr", "augment", "dataset")
+    assert all(all(getattr(c, k) == getattr(configs[0], k) for k in shared) for c in configs)
+    assert {(c.head, c.init) for c in configs} == {("baseline", "text"), ("text", "text"), ("text", "etf")}
+    specs = [_campaign_spec(config, "neuron-fp32", 3, "head"), _campaign_spec(config, "weight-last-fp32", 3, "head")]
+    assert all(s.seed == 3 for s in specs)
+
+
+def _run(layers: dict[str, np.ndarray], seed: int) -> SimpleNamespace:
+    rng = np.random.default_rng(seed)
+    frames = []
+    for name, delta in layers.items():
+        frames.append(pd.DataFrame({"layer": name, "delta_loss": delta, "golden_pred": 0,
+                                    "faulty_pred": (rng.random(len(delta)) < 0.05).astype(int),
+                                    "top2_diff": 50.0, "nonfinite": False}))
+    records = pd.concat(frames, ignore_index=True)
+    return SimpleNamespace(records=records, per_layer=summarize(records))
+
+
+def test_seed_tables_pair_arms_by_seed() -> None:
+    cells = []
+    for seed in range(4):
+        rng = np.random.default_rng(seed)
+        scale = 1.0 + 0.1 * seed  # seeds differ; within a seed, "halved" has half the ΔLoss of the baseline
+        for init, hardening, factor in (("baseline", "none", 1.0), ("baseline", "range", 0.5), ("text", "none", 1.0)):
+            layers = {"conv": factor * scale * rng.exponential(1.0, 600), "fc": factor * scale * rng.exponential(1.0, 600)}
+            cells.append(SimpleNamespace(cell=Cell("cnn-small", init, seed, hardening),
+                                         campaigns={"neuron-fp32": _run(layers, seed)}))
+    spread, paired = seed_tables(cells, rounds=500)
+    assert set(spread["arm"]) == {"baseline", "baseline + range", "text"}
+    assert (spread["seeds"] == 4).all()
+    last = paired[(paired["figure"] == "delta_loss_last") & (paired["a"] == "baseline")].set_index("b")
+    hard = last.loc["baseline + range"]
+    assert hard["a"] == "baseline" and 1.7 < hard["estimate"] < 2.3 and hard["decided"]
+    assert hard["reading"] == "baseline + range beats baseline (both 99% intervals exclude 1)"
+    same = last.loc["text"]
+    assert not same["decided"] and same["reading"].startswith("no clear difference")
+    assert set(paired["figure"]) == {"delta_loss_last", "delta_loss_all", "median_delta_loss_last",
+                                     "mismatch_last", "mismatch_all"}
+
+
+def test_stage_times_survive_attempts(tmp_path: Path) -> None:
+    first = StageClock(tmp_path)
+    with first.stage("train", "cnn-small__baseline__s0"):
+        pass
+    with first.stage("campaign", "cnn-small__baseline__s0", "neuron-fp32"):
+        pass
+    (tmp_path / "timings.jsonl").open("a").write('{"attempt": 1, "stage": "tra')  # a line cut short by a kill
+    second = StageClock(tmp_path)
+    assert second.attempt == 2
+    with second.stage("train", "cnn-small__baseline__s0"):
+        pass
+    assert [t.attempt for t in read_times(tmp_path)] == [1, 1, 2]
+    table = stage_table(tmp_path).set_index("stage")
+    assert table.loc["train", "count"] == 2 and table.loc["train", "attempts"] == 2
+    assert table.loc["total", "count"] == 3
