@@ -252,3 +252,17 @@ def test_campaign_on_hardened_model_matches_exact_injection(tmp_path, data: torc
     hard = hs.harden.range_restrict(model, data[:3])  # narrow bounds: the other images exceed them
     fast, exact, _ = campaign_and_exact_losses(hard, data, hard(data).argmax(1), tmp_path / "run")
     torch.testing.assert_close(fast, exact, rtol=1e-4, atol=1e-5, equal_nan=True)
+
+
+def test_profiling_data_in_any_form(data: torch.Tensor) -> None:
+    model = MODELS["cnn-small"]()
+    labels = torch.zeros(len(data), dtype=torch.long)
+    pairs = torch.utils.data.TensorDataset(data, labels)
+    forms = [(data, labels), pairs, torch.utils.data.DataLoader(pairs, batch_size=5)]
+    expected = hs.harden.bounds_table(hs.harden.range_restrict(model, data, batch_size=4))
+    for form in forms:
+        assert hs.harden.bounds_table(hs.harden.range_restrict(model, form)) == expected
+    with pytest.raises(ValueError, match="floating-point"):
+        hs.harden.range_restrict(model, (data * 255).to(torch.uint8))
+    with pytest.raises(TypeError, match="DataLoader"):
+        hs.harden.range_restrict(model, 3)

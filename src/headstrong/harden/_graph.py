@@ -9,9 +9,8 @@ the sites; a model fx cannot trace gets forward hooks on its activation modules 
 from __future__ import annotations
 
 import copy
-import operator
 from dataclasses import dataclass
-from typing import Any, Callable, Optional
+from typing import Any, Optional
 
 import torch
 import torch.fx as fx
@@ -185,11 +184,3 @@ def site_input(node: fx.Node) -> Optional[fx.Node]:
     """The single tensor argument feeding a call_module node (None when there are several)."""
     args = [a for a in node.args if isinstance(a, fx.Node)]
     return args[0] if len(args) == 1 and not node.kwargs else None
-
-
-def getitem_free(node: fx.Node) -> bool:
-    """True unless the node's value is a tuple read by getitem (nothing to bound there)."""
-    return not any(u.op == "call_function" and u.target is operator.getitem for u in node.users)
-
-
-HookFn = Callable[[nn.Module, Any, Any], Any]
