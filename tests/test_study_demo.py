@@ -119,3 +119,8 @@ def test_demo_table_prints_each_improvement_with_its_interval_and_reading(finish
                     else "text-guided better" if stored["improvement_last_ci_low"] > 1 else "baseline better")
         assert reading[0] == "  reading" and reading[1 + i] == expected
     assert "top-2 diff baseline (pp)" in by_name
+    from headstrong.study.summary import headline_rows
+
+    headings, html_rows = headline_rows(aggregate(summary))
+    column = headings.index("improvement, last layer [99% CI]")
+    assert all(row[column].endswith(("(CI includes 1)", "(text-guided better)", "(baseline better)")) for row in html_rows)

@@ -80,8 +80,16 @@ def _reading(row: pd.Series, column: str) -> str:
 
 
 def headline_rows(table: pd.DataFrame) -> tuple[list[str], list[list[str]]]:
+    """The paper's table, a row per (backbone, init, campaign); an improvement says what its interval says."""
     headings = [h for _, h, _ in _HEADLINE]
-    rows = [[_cell(row, c, t) for c, _, t in _HEADLINE] for _, row in table.iterrows()]
+    rows = []
+    for _, row in table.iterrows():
+        cells = []
+        for column, _, template in _HEADLINE:
+            text = _cell(row, column, template)
+            reading = _reading(row, column) if column.startswith("improvement") else "-"
+            cells.append(text if reading == "-" else f"{text} ({reading})")
+        rows.append(cells)
     return headings, rows
 
 
