@@ -103,3 +103,44 @@ def test_stage_times_survive_attempts(tmp_path: Path) -> None:
     table = stage_table(tmp_path).set_index("stage")
     assert table.loc["train", "count"] == 2 and table.loc["train", "attempts"] == 2
     assert table.loc["total", "count"] == 3
+
+
+def test_campaigns_sized_by_margin_and_hardenings_on_chosen_inits(tmp_path: Path) -> None:
+    from headstrong.study.pipeline import campaign_names, grid
+
+    config = parse_study({"study": {"inits": ["baseline", "text", "etf"], "formats": ["fp32", "int8"],
+                                    "hardenings": ["none", "range"], "hardening_inits": ["baseline"],
+                                    "out": str(tmp_path)}})
+    assert [c.name for c in grid(config)] == ["cnn-small__baseline__s0", "cnn-small__baseline__s0__range",
+                                              "cnn-small__text__s0", "cnn-small__etf__s0"]
+    assert campaign_names(config, Cell("cnn-small", "baseline", 0, "range")) == [
+        "neuron-fp32", "neuron-int8", "neuron-fp32-detector-off", "neuron-int8-detector-off", "weight-last-fp32"]
+    assert campaign_names(config, Cell("cnn-small", "text", 0)) == ["neuron-fp32", "neuron-int8", "weight-last-fp32"]
+    neuron = _campaign_spec(config, "neuron-int8-detector-off", 0, "head")
+    assert neuron.stratified and neuron.margin == 0.005 and neuron.target == "mismatch" and neuron.fmt == "int8"
+    assert not neuron.range_detector and neuron.n_faults is None
+    weight = _campaign_spec(config, "weight-last-fp32", 0, "head")
+    assert weight.images_per_fault == "all" and weight.n_faults == 2048 and weight.layers == ("head",)
+    fixed = parse_study({"study": {"out": str(tmp_path)}, "campaign": {"n_faults": 64}})
+    assert not _campaign_spec(fixed, "neuron-fp32", 0, "head").stratified
+
+
+@pytest.mark.parametrize(("data", "message"), [
+    ({"study": {"hardening_inits": ["etf"]}}, r"\[study\] hardening_inits: unknown value\(s\) 'etf'"),
+    ({"campaign": {"margin": 1.5}}, r"\[campaign\] margin must be a number in the open interval \(0, 1\)"),
+    ({"campaign": {"target": "loss"}}, r"\[campaign\] target: unknown 'loss'; allowed: mismatch, delta_loss"),
+    ({"campaign": {"max_faults": 0}}, r"\[campaign\] max_faults must be a positive integer"),
+])
+def test_bad_sizing_settings(data: dict, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        parse_study(data)
+
+
+@pytest.mark.parametrize("name", ["smoke.toml", "decide_cpu_cnn.toml", "decide_cpu_resnet.toml"])
+def test_shipped_study_configs_parse(name: str) -> None:
+    from headstrong.study import load_study
+    from headstrong.study.pipeline import grid
+
+    config = load_study(Path(__file__).parent.parent / "studies" / name)
+    assert config.campaign.n_faults is None or name == "smoke.toml"
+    assert len(grid(config)) >= 4

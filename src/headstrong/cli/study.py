@@ -44,7 +44,10 @@ def register(app: typer.Typer) -> None:
         small_input: bool = typer.Option(False, help="CIFAR-style stem for ResNets (3x3, stride 1, no max-pool)."),
         epochs: Optional[int] = typer.Option(None, help="Training epochs (default 3)."),
         limit_train: Optional[int] = typer.Option(None, help="Training images (default 20000; 0 = all)."),
-        n_faults: Optional[int] = typer.Option(None, help="Neuron faults per layer (default 256)."),
+        n_faults: Optional[int] = typer.Option(None, help="Neuron faults per layer, uniform (default: stratified, "
+                                               "each layer sized by --margin)."),
+        margin: Optional[float] = typer.Option(None, help="Half-width of each layer's 99% interval on the mismatch "
+                                               "rate (default 0.005: ±0.5 pp)."),
         max_images: Optional[int] = typer.Option(None, help="Test images the faults are applied to (default 256)."),
         threads: Optional[int] = threads_option(),
         progress: bool = progress_option(),
@@ -58,7 +61,8 @@ def register(app: typer.Typer) -> None:
             train["epochs"] = epochs
         if limit_train is not None:
             train["limit_train"] = limit_train or None
-        campaign = {k: v for k, v in (("n_faults", n_faults), ("max_images", max_images)) if v is not None}
+        campaign = {k: v for k, v in (("n_faults", n_faults), ("margin", margin), ("max_images", max_images))
+                    if v is not None}
         config = demo_config(out=out, device=device, backbone=backbone,
                              formats=tuple(f.strip() for f in formats.split(",") if f.strip()),
                              train=train, campaign=campaign)

@@ -9,21 +9,30 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Optional
 
 # The "init" axis: the baseline (ordinary C-way Linear) and the text-guided head's four inits.
 INITS = ("baseline", "text", "name", "random", "random-linear", "etf")
-STUDY_KEYS = ("name", "dataset", "encoder", "backbones", "inits", "formats", "seeds", "hardenings", "out", "device")
-CAMPAIGN_KEYS = ("n_faults", "max_images", "weight_last_layer", "weight_n_faults", "range_detector", "batch_size")
+STUDY_KEYS = ("name", "dataset", "encoder", "backbones", "inits", "formats", "seeds", "hardenings", "hardening_inits",
+              "out", "device")
+CAMPAIGN_KEYS = ("n_faults", "margin", "target", "max_faults", "max_images", "weight_last_layer", "weight_n_faults",
+                 "range_detector", "batch_size")
 # Train settings the grid sets itself, per cell: they may not appear under [train].
 GRID_OWNED_TRAIN_KEYS = ("backbone", "head", "init", "seed", "dataset", "encoder", "device")
 
 
 @dataclass(frozen=True)
 class CampaignSettings:
-    """Neuron campaigns over every injectable layer, and a weight campaign on the last layer."""
+    """Neuron campaigns over every injectable layer, and a weight campaign on the last layer.
 
-    n_faults: int = 256
+    Neuron campaigns are stratified and sized by ``margin`` on ``target`` (99% interval per
+    layer, ``max_faults`` the budget per layer) unless ``n_faults`` fixes a uniform count; the
+    weight campaign draws ``weight_n_faults`` faults, each on every evaluation image."""
+
+    n_faults: Optional[int] = None  # None: stratified, each layer sized by margin
+    margin: float = 0.005  # half-width of the 99% interval: ±0.5 pp on the mismatch rate
+    target: str = "mismatch"  # or "delta_loss" (margin relative to the mean)
+    max_faults: Optional[int] = None  # per layer; None: the campaign's default (102,400)
     max_images: int = 256
     weight_last_layer: bool = True
     weight_n_faults: int = 2048
@@ -43,6 +52,8 @@ class StudyConfig:
     # The hardening axis: "none", a method of headstrong.harden or a '+' combination, per cell;
     # [harden] holds the methods' settings (headstrong.harden.HardenOptions fields).
     hardenings: tuple[str, ...] = ("none",)
+    # The inits the hardening axis applies to (each also gets detector-off campaigns); () = every init.
+    hardening_inits: tuple[str, ...] = ()
     harden: dict[str, Any] = field(default_factory=dict)
     out: str = "runs/study"
     device: str = "cpu"
@@ -51,8 +62,10 @@ class StudyConfig:
 
     def to_dict(self) -> dict[str, Any]:
         data = dataclasses.asdict(self)
-        for key in ("backbones", "inits", "formats", "seeds", "hardenings"):
+        for key in ("backbones", "inits", "formats", "seeds", "hardenings", "hardening_inits"):
             data[key] = list(data[key])
+        if not data["hardening_inits"]:  # every init (the default) keeps study.json as it was
+            del data["hardening_inits"]
         if data["hardenings"] == ["none"] and not data["harden"]:  # a study without the axis stays as it was
             del data["hardenings"], data["harden"]
         return data
@@ -99,7 +112,8 @@ def parse_study(data: dict[str, Any]) -> StudyConfig:
             if not isinstance(study[key], str) or not study[key]:
                 raise ValueError(f"[study] {key} must be a non-empty string; got {study[key]!r}")
             values[key] = study[key]
-    for key, kind in (("backbones", str), ("inits", str), ("formats", str), ("seeds", int), ("hardenings", str)):
+    for key, kind in (("backbones", str), ("inits", str), ("formats", str), ("seeds", int), ("hardenings", str),
+                      ("hardening_inits", str)):
         if key in study:
             values[key] = _list_of(key, study[key], kind)
     config = StudyConfig(**values)
@@ -121,6 +135,7 @@ def parse_study(data: dict[str, Any]) -> StudyConfig:
         )
     if any(s < 0 for s in config.seeds):
         raise ValueError(f"[study] seeds must be non-negative integers; got {list(config.seeds)}")
+    _check_choices("hardening_inits", config.hardening_inits, config.inits)
 
     train = dict(data.get("train", {}))
     train_fields = [f.name for f in dataclasses.fields(TrainConfig) if f.name not in GRID_OWNED_TRAIN_KEYS]
@@ -129,13 +144,21 @@ def parse_study(data: dict[str, Any]) -> StudyConfig:
 
     campaign = dict(data.get("campaign", {}))
     _unknown("campaign", set(campaign), CAMPAIGN_KEYS)
-    for key in ("n_faults", "max_images", "weight_n_faults", "batch_size"):
+    for key in ("n_faults", "max_faults", "max_images", "weight_n_faults", "batch_size"):
         value = campaign.get(key)
         if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
             raise ValueError(f"[campaign] {key} must be a positive integer; got {value!r}")
     for key in ("weight_last_layer", "range_detector"):
         if key in campaign and not isinstance(campaign[key], bool):
             raise ValueError(f"[campaign] {key} must be true or false; got {campaign[key]!r}")
+    margin = campaign.get("margin", CampaignSettings.margin)
+    if isinstance(margin, bool) or not isinstance(margin, (int, float)) or not 0 < margin < 1:
+        raise ValueError(f"[campaign] margin must be a number in the open interval (0, 1), e.g. 0.005 for ±0.5 pp; "
+                         f"got {margin!r}")
+    from headstrong.faults.strata import TARGETS
+
+    if campaign.get("target", CampaignSettings.target) not in TARGETS:
+        raise ValueError(f"[campaign] target: unknown {campaign['target']!r}; allowed: {', '.join(TARGETS)}")
     harden = _check_harden(config.hardenings, dict(data.get("harden", {})))
     return dataclasses.replace(config, train=train, campaign=CampaignSettings(**campaign), harden=harden)
 

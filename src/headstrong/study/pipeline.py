@@ -90,22 +90,30 @@ class StudyResult:
     paired: Optional[pd.DataFrame] = None  # study.seeds: every two arms, paired by seed
 
 
+def hardened_init(config: StudyConfig, init: str) -> bool:
+    """Whether the hardening axis applies to this init (``hardening_inits``; empty: every init)."""
+    return not config.hardening_inits or init in config.hardening_inits
+
+
 def grid(config: StudyConfig) -> list[Cell]:
     """Cells in the order they run: per backbone and seed, the baseline first; per model, the
-    unhardened cell first."""
+    unhardened cell first. Hardenings apply to the inits of ``hardening_inits`` (all by default)."""
     inits = ["baseline", *[i for i in config.inits if i != "baseline"]]
     hardenings = ["none", *[h for h in config.hardenings if h != "none"]]
-    return [Cell(b, i, s, h) for b in config.backbones for s in config.seeds for i in inits for h in hardenings]
+    return [Cell(b, i, s, h) for b in config.backbones for s in config.seeds for i in inits for h in hardenings
+            if h == "none" or hardened_init(config, i)]
 
 
 DETECTOR_OFF = "-detector-off"
 
 
-def campaign_names(config: StudyConfig) -> list[str]:
+def campaign_names(config: StudyConfig, cell: Optional[Cell] = None) -> list[str]:
     """Neuron campaigns per format; with a hardening axis and the range detector on, each again
-    with the detector off (a range-restricted model is its own detector: judge it without)."""
+    with the detector off (a range-restricted model is its own detector: judge it without), for
+    the cells of the inits the axis applies to (``cell``: that cell's campaigns; None: all)."""
     names = [f"neuron-{fmt}" for fmt in config.formats]
-    if config.campaign.range_detector and any(h != "none" for h in config.hardenings):
+    hardened = cell is None or hardened_init(config, cell.init)
+    if config.campaign.range_detector and hardened and any(h != "none" for h in config.hardenings):
         names += [f"neuron-{fmt}{DETECTOR_OFF}" for fmt in config.formats]
     if config.campaign.weight_last_layer:
         names.append("weight-last-fp32")
@@ -140,8 +148,13 @@ def _campaign_spec(config: StudyConfig, name: str, seed: int, classifier: str) -
     common = dict(seed=seed, max_images=settings.max_images, range_detector=detector)
     if name.startswith("neuron-"):
         fmt = name[len("neuron-"):].removesuffix(DETECTOR_OFF)
+        if settings.n_faults is None:  # stratified by (layer, bit), each layer sized by margin
+            return CampaignSpec(kind="neuron", layers="all", fmt=fmt, margin=settings.margin, target=settings.target,
+                                max_faults=settings.max_faults, sampling="stratified", **common)
         return CampaignSpec(kind="neuron", layers="all", fmt=fmt, n_faults=settings.n_faults, **common)
-    return CampaignSpec(kind="weight", layers=(classifier,), fmt="fp32", n_faults=settings.weight_n_faults, **common)
+    # a weight fault is permanent: it meets every evaluation image (PyTorchFI's and GoldenEye's protocol)
+    return CampaignSpec(kind="weight", layers=(classifier,), fmt="fp32", n_faults=settings.weight_n_faults,
+                        images_per_fault="all", **common)
 
 
 def run_cell(config: StudyConfig, cell: Cell, eval_data: Any, out: Path, say: Say, progress: bool,
@@ -173,7 +186,7 @@ def run_cell(config: StudyConfig, cell: Cell, eval_data: Any, out: Path, say: Sa
         params, macs = cost.params, cost.macs
     result = CellResult(cell, top1, params, macs, trained.checkpoint, cost=cost, correct=correct)
     classifier = getattr(model, "classifier_name", None)
-    for name in campaign_names(config):
+    for name in campaign_names(config, cell):
         if name.startswith("weight") and classifier is None:
             continue
         if name.startswith("weight") and not _weight_faults_modelled(model, classifier):
