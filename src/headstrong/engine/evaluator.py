@@ -685,14 +685,16 @@ class FaultEvaluator:
         one = torch.full((len(edits),), -1, dtype=torch.int64)
         one[edits.fault[single]] = single.nonzero().flatten()
         edit_of_pair = one[fault]  # each pair's one edit, or -1
-        layer_of_pair = torch.where(edit_of_pair >= 0, edits.layer_ids[edit_of_pair.clamp(min=0)],
-                                    torch.full_like(edit_of_pair, -1))
+        layer_of_fault = torch.full((len(edits),), -1, dtype=torch.int64)
+        layer_of_fault[edits.fault[single]] = edits.layer_ids[single]
         layers = edits.layer_ids[single].unique().tolist()  # a few layers: no sort over the pairs
+        if len(layers) == 1 and bool((layer_of_fault == layers[0]).all()):  # every fault, so every pair
+            mine = single.nonzero().flatten()
+            self._weights_delta(x, y, edits, mine, edit_of_pair, image, at, edits.layer_names[layers[0]], out)
+            return
+        layer_of_pair = layer_of_fault[fault]
         for lid in layers:
             mine = (single & (edits.layer_ids == lid)).nonzero().flatten()
-            if len(layers) == 1 and bool((layer_of_pair == lid).all()):  # every pair: no gathers
-                self._weights_delta(x, y, edits, mine, edit_of_pair, image, at, edits.layer_names[lid], out)
-                return
             pick = (layer_of_pair == lid).nonzero().flatten()
             if len(pick):
                 self._weights_delta(x, y, edits, mine, edit_of_pair[pick], image[pick], at[pick],
