@@ -144,3 +144,21 @@ def test_shipped_study_configs_parse(name: str) -> None:
     config = load_study(Path(__file__).parent.parent / "studies" / name)
     assert config.campaign.n_faults is None or name == "smoke.toml"
     assert len(grid(config)) >= 4
+
+
+def test_report_section_says_which_arm_beats_which() -> None:
+    from headstrong.study.summary import _seeds_section
+
+    rng = np.random.default_rng(1)
+    cells = []
+    for seed in range(3):
+        for init, hardening, factor in (("baseline", "none", 1.0), ("baseline", "range", 0.25)):
+            layers = {"fc": factor * rng.exponential(1.0, 400)}
+            cells.append(SimpleNamespace(cell=Cell("cnn-small", init, seed, hardening),
+                                         campaigns={"neuron-fp32": _run(layers, seed)}))
+    _, paired = seed_tables(cells, rounds=300)
+    md: list[str] = []
+    parts = _seeds_section(SimpleNamespace(paired=paired), md)
+    text = "\n".join(md)
+    assert "## Across seeds (arms paired by seed)" in text and "<table>" in "".join(parts)
+    assert "baseline + range beats baseline (both 99% intervals exclude 1)" in text
