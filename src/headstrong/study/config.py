@@ -99,7 +99,9 @@ def _check_choices(name: str, values: tuple[str, ...], allowed: list[str] | tupl
 def parse_study(data: dict[str, Any]) -> StudyConfig:
     """Validate a study mapping (as read from TOML) and build the config."""
     from headstrong import formats
+    from headstrong._device import resolve_device
     from headstrong.data import list_datasets
+    from headstrong.textguided.encoders import check_encoder
     from headstrong.textguided.backbones import list_backbones
     from headstrong.train import TrainConfig
 
@@ -116,6 +118,10 @@ def parse_study(data: dict[str, Any]) -> StudyConfig:
                       ("hardening_inits", str)):
         if key in study:
             values[key] = _list_of(key, study[key], kind)
+    if "encoder" in values:
+        check_encoder(values["encoder"])
+    if "device" in values:  # an unknown name is refused now; a missing GPU where the study runs
+        values["device"] = str(resolve_device(values["device"], available=False))
     config = StudyConfig(**values)
 
     datasets = list_datasets()
