@@ -109,3 +109,28 @@ def test_campaign_on_duplicated_model_matches_exact_injection(tmp_path, model: t
     assert int(duplicated.sum()) == 16
     sample = torch.as_tensor(records["sample"].to_numpy().copy())
     assert torch.equal(fast[duplicated], golden[sample][duplicated])
+
+
+@pytest.mark.parametrize("mode,separate", [("dmr", False), ("tmr", True)])
+def test_weight_campaign_on_duplicated_layer_matches_exact_injection(tmp_path, model: torch.nn.Module,
+                                                                      x: torch.Tensor, mode: str, separate: bool) -> None:
+    """The campaign engine's fast weight paths change a layer's output, which a duplicate would
+    take for a transient fault; on a duplicated layer weight faults must run with the edited
+    weights through the whole model, as the exact injection does."""
+    dup = hs.harden.duplicate(model, ["head"], mode=mode, separate_weights=separate)
+    labels = model(x).argmax(1)
+    spec = hs.CampaignSpec(kind="weight", layers=["head"], fmt="fp32", n_faults=12, range_detector=False,
+                           seed=3, only_correct=False, bits=[30], images_per_fault="all")
+    records = hs.run_campaign(dup, (x, labels), spec, out=tmp_path / "w", progress=False).records
+    faults = hs.FaultSet.from_records([{"kind": "weight", "layer": "head", "index": int(r.index), "bit": int(r.bit)}
+                                       for r in records.itertuples()])
+    exact = hs.inject(dup, x, faults, range_detector=False)  # [records, images, classes]
+    sample = torch.as_tensor(records["sample"].to_numpy().copy())
+    loss = torch.nn.functional.cross_entropy(exact[torch.arange(len(records)), sample], labels[sample], reduction="none")
+    fast = torch.as_tensor(records["faulty_loss"].to_numpy().copy(), dtype=loss.dtype)
+    torch.testing.assert_close(fast, loss.detach(), rtol=1e-4, atol=1e-5, equal_nan=True)
+    golden = torch.nn.functional.cross_entropy(model(x), labels, reduction="none").detach()[sample]
+    if separate:  # TMR with its own weights outvotes a fault in the original's weights
+        assert torch.equal(fast, golden)
+    else:  # the same wrong weights in both copies: DMR cannot see it
+        assert bool((fast != golden).any())

@@ -10,7 +10,14 @@ from __future__ import annotations
 
 from headstrong.engine.evaluator import FaultEvaluator, Golden, top2_margin
 from headstrong.engine.inject import inject, inject_edits
-from headstrong.engine.layers import INJECTABLE_TYPES, eval_mode, injectable_layers, is_injectable
+from headstrong.engine.layers import (
+    INJECTABLE_TYPES,
+    eval_mode,
+    injectable_layers,
+    is_injectable,
+    mark_weights_reused,
+    weights_reused,
+)
 from headstrong.engine.outcomes import Outcomes
 
 __all__ = [
@@ -23,5 +30,7 @@ __all__ = [
     "inject_edits",
     "injectable_layers",
     "is_injectable",
+    "mark_weights_reused",
     "top2_margin",
+    "weights_reused",
 ]

@@ -40,6 +40,7 @@ from headstrong.engine.layers import (
     eval_mode,
     profile_layers,
     resolve_layers,
+    weights_reused,
 )
 from headstrong.engine.outcomes import Outcomes
 from headstrong.engine.sites import apply_weight_faults, is_identity_format, layer_format, supports_delta
@@ -677,11 +678,14 @@ class FaultEvaluator:
     # weight faults ----------------------------------------------------------------------------
     def _weights(self, x: torch.Tensor, y: torch.Tensor, edits: FaultEdits, fault: torch.Tensor,
                  image: torch.Tensor, at: torch.Tensor, out: Outcomes) -> None:
-        """Faults of one element edit by the delta method, the others with edited weights."""
+        """Faults of one element edit by the delta method, the others (and every fault in a layer
+        whose weights the model reuses) with edited weights."""
         if bool((edits.sample[edits.kind_codes == WEIGHT] >= 0).any()):
             raise ValueError("weight faults are permanent: their edits meet every input (sample -1)")
         counts = torch.bincount(edits.fault, minlength=len(edits))
-        single = (counts[edits.fault] == 1) & (edits.op_codes != META) & (edits.kind_codes == WEIGHT)
+        reused = torch.tensor([weights_reused(self._modules[n]) for n in edits.layer_names], dtype=torch.bool)
+        single = ((counts[edits.fault] == 1) & (edits.op_codes != META) & (edits.kind_codes == WEIGHT)
+                  & ~reused[edits.layer_ids])  # reused weights: the whole model, with the edited weights
         one = torch.full((len(edits),), -1, dtype=torch.int64)
         one[edits.fault[single]] = single.nonzero().flatten()
         edit_of_pair = one[fault]  # each pair's one edit, or -1
@@ -852,7 +856,8 @@ class FaultEvaluator:
 
     def _weights_full(self, x: torch.Tensor, y: torch.Tensor, edits: FaultEdits, pairs: _Pairs, at: torch.Tensor,
                       out: Outcomes) -> None:
-        """Faults of many weight edits: the edited weights, one pass over each fault's images."""
+        """Faults of many weight edits, or in reused weights: the edited weights, one pass over
+        each fault's images."""
         golden = self._golden(x, y, "weight")
         layers = set()
         for f in pairs.fault.unique().tolist():

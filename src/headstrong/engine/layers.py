@@ -21,6 +21,24 @@ if hasattr(nn, "RMSNorm"):
     INJECTABLE_TYPES = (*INJECTABLE_TYPES, nn.RMSNorm)
 
 
+# A transform that makes the model use a layer's weights more than once per forward pass (the
+# copies of selective redundancy recompute the layer from them) marks the layer with this
+# attribute. A weight fault there is in every use, so the engine cannot apply it as a change of
+# the layer's output (the copies would take it for a transient fault and correct it): it runs
+# the whole model with the edited weights instead, as the exact ``inject`` does.
+WEIGHTS_REUSED = "headstrong_weights_reused"
+
+
+def mark_weights_reused(module: nn.Module) -> None:
+    """Tell the engine that ``module``'s weights are used more than once per forward pass."""
+    setattr(module, WEIGHTS_REUSED, True)
+
+
+def weights_reused(module: nn.Module) -> bool:
+    """Whether a transform marked ``module``'s weights as used more than once per forward pass."""
+    return bool(getattr(module, WEIGHTS_REUSED, False))
+
+
 def is_injectable(module: nn.Module) -> bool:
     """True for the module types whose outputs (and weights) faults target by default."""
     return isinstance(module, INJECTABLE_TYPES)

@@ -14,10 +14,11 @@ is in every copy: hardware would compute the same wrong value twice, so it is **
 (``hs.inject`` replaces the weight for the whole forward pass and shows exactly that). With
 ``separate_weights=True`` each extra copy holds its own weights, so a weight fault in the
 original corrupts one copy: TMR outvotes it; DMR detects it but, the fault being permanent, its
-recomputation is just as wrong in hardware. The campaign engine's fast weight path applies a
-weight fault as a change of the layer's output (the delta method), which the duplicate cannot
-tell from a transient one: weight campaigns on a duplicated layer overstate the protection
-unless the layer is TMR with separate weights (the study skips them; use ``hs.inject``).
+recomputation is just as wrong in hardware. The campaign engine's fast weight paths apply a
+weight fault as a change of the layer's output, which the copies would take for a transient
+fault; so a duplicated layer is marked (``engine.mark_weights_reused``) and campaigns run its
+weight faults with the edited weights through the whole model, exactly as ``hs.inject`` does
+(slower: one pass per fault over its images).
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ import torch
 import torch.fx as fx
 from torch import nn
 
-from headstrong.engine import injectable_layers
+from headstrong.engine import injectable_layers, mark_weights_reused
 from headstrong.harden import _graph
 
 __all__ = ["duplicate", "Redundant", "MODES", "top_layers"]
@@ -46,6 +47,7 @@ class Redundant(nn.Module):
         self.mode = mode
         self.separate_weights = separate_weights
         object.__setattr__(self, "_layer", layer)  # not a child: no second name for it
+        mark_weights_reused(layer)  # weight faults: the whole model with the edited weights
         self.copies = nn.ModuleList()
         if separate_weights:
             for _ in range(MODES.index(mode) + 1):
