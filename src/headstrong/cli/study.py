@@ -21,6 +21,13 @@ def _print_result(result) -> None:
                   "mismatch: % of faulty predictions that differ from the golden one.")
     cost_headings, cost = cost_rows(result.cells)
     console.print(rich_table(cost_headings, cost, title="Cost"))
+    if result.paired is not None and not result.paired.empty:
+        from headstrong.study.seeds import decided_summary
+
+        line, headings, rows = decided_summary(result.paired)
+        if rows:
+            console.print(rich_table(headings, rows, title="Across seeds: decided comparisons (B against A)"))
+        console.print(line)
     console.print(f"Report: [bold]{result.report}[/]  (summary: {Path(result.report).with_name('summary.md')})")
 
 

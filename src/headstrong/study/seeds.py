@@ -170,3 +170,18 @@ def _interval_text(row: pd.Series) -> str:
     if scale != 1.0:
         unit = " pp"
     return (f"{fmt(row['estimate'] * scale)}{unit} [{fmt(row['ci_low'] * scale)}, {fmt(row['ci_high'] * scale)}]")
+
+
+def decided_summary(paired: pd.DataFrame) -> tuple[str, list[str], list[list[str]]]:
+    """For a terminal: the comparisons of mean ΔLoss whose intervals exclude no difference, and a
+    line saying how many of all comparisons that is (the rest read "no clear difference")."""
+    ratios = paired[paired["kind"] == "ratio"] if not paired.empty else paired
+    decided = ratios[ratios["decided"]] if not ratios.empty else ratios
+    line = (f"{len(decided)} of {len(ratios)} comparisons of mean ΔLoss exclude no difference at 99% "
+            "(the rest: no clear difference; every pair and figure in paired.csv)")
+    headings = ["backbone", "campaign", "A", "B", "ΔLoss", "A / B [99%]", "better", "seeds"]
+    rows = [[r["backbone"], r["campaign"], r["a"], r["b"], r["title"].split(", ")[-1], _interval_text(r),
+             r["b"] if r["ci_low"] > 1 else r["a"], str(r["seeds"])]
+            for _, r in decided.iterrows() if r["figure"] in ("delta_loss_last", "delta_loss_all")]
+    return line, headings, rows
+
