@@ -22,6 +22,7 @@ NEURONS = {"cnn": ["conv1", "bn1", "conv3", "fc1", "ln", "fc2"],
 WEIGHTS = {"cnn": ["conv1", "conv2", "bn1", "fc1", "fc2"],
            "resnet18": ["conv1", "layer2.0.downsample.0", "layer1.1.bn1", "layer4.1.conv2", "fc"]}
 PARAMS = {"multi-bit": {"k": 3}, "multi-site": {"n": 3}}
+LOW_BITS = 8  # fp32 mantissa bits that batched and one-image passes may round differently
 
 
 def sites(model: torch.nn.Module, x: torch.Tensor, arch: str, kind: str) -> dict[str, int]:
@@ -48,7 +49,16 @@ def check(model: torch.nn.Module, x: torch.Tensor, edits: FaultEdits, fmt: str, 
     want, want_masked = reference_models(model, x, edits.to_records(), len(edits), fmt, range_detector, edits.base_kind)
     assert got.shape == (len(edits), len(x), 10)
     assert_logits_match(got, want, rtol=2e-5 if fmt == "fp32" else 1e-9)
-    assert torch.equal(masked, want_masked)
+    if fmt == "fp32":
+        # The reference runs one image at a time, the engine a batch: in fp32 a golden value may
+        # differ in its last bits between the two, so whether a stuck low mantissa bit was
+        # already at its value can differ. Only faults whose edits touch nothing above the
+        # lowest LOW_BITS bits may disagree on masked.
+        low = torch.ones(len(edits), dtype=torch.bool)
+        low.scatter_reduce_(0, edits.fault, edits.mask < (1 << LOW_BITS), "amin")
+        assert not bool(((masked != want_masked) & ~low[:, None]).any())
+    else:
+        assert torch.equal(masked, want_masked)
     return got, masked
 
 
