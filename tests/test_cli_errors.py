@@ -336,6 +336,31 @@ def test_disk_full_mid_campaign_is_one_line_and_the_rerun_resumes(
     assert len(hs.load_results(out).records) == 12
 
 
+def test_fault_budget_counts_every_image_a_permanent_fault_meets(
+    files: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A weight fault meets every evaluation image by default: the memory check counts the
+    (fault, image) records, not the faults (with 1 MiB free, 512 neuron faults fit, the same
+    number of weight faults on 8 images each does not)."""
+    import os
+
+    import torch
+
+    import headstrong as hs
+    from headstrong.cli.inject import check_fault_budget
+    from headstrong.train import load_checkpoint
+
+    real = os.sysconf
+    page = real("SC_PAGE_SIZE")
+    monkeypatch.setattr(os, "sysconf", lambda name: (1 << 20) // page if name == "SC_AVPHYS_PAGES" else real(name))
+    args = ["inject", str(files["CKPT"]), "--max-images", "8", "--n-faults", "512", "--no-progress",
+            "--layers", "head", "--kind", "weight", "--out", str(tmp_path / "w")]
+    assert_one_error(runner.invoke(app, args), "meeting 8 images each = 4,096 records")
+    model, _ = load_checkpoint(files["CKPT"])
+    data = [(torch.zeros(1, 28, 28), 0)] * 8
+    check_fault_budget(model, data, hs.CampaignSpec(kind="neuron", layers=["head"], n_faults=512, max_images=8))
+
+
 def test_the_traceback_behind_an_error_line_on_request(monkeypatch: pytest.MonkeyPatch) -> None:
     def body(out: str) -> None:
         raise ValueError("bad")

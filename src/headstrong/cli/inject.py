@@ -148,11 +148,16 @@ def check_fault_budget(model: Any, data: Any, spec: Any) -> None:
             "give at most that, or leave --n-faults out for the Leveugle sample size"
         )
     total = spec.n_faults * strata * len(layers)
+    # every (fault, image) pair is a record: a permanent fault meets all evaluation images by default
+    n_images = min(len(data), spec.max_images or len(data))
+    pairs = total * min(spec.images_per_fault_for(n_images), n_images)
     available = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
-    if total * _BYTES_PER_FAULT > available // 2:
+    if pairs * _BYTES_PER_FAULT > available // 2:
+        met = f" meeting {pairs // total:,} images each = {pairs:,} records" if pairs > total else ""
         raise ValueError(
-            f"--n-faults {spec.n_faults:,} plans {total:,} faults (about {total * _BYTES_PER_FAULT / 2**30:,.1f} GiB), "
-            f"more than half of the {available / 2**30:,.1f} GiB of free memory; give fewer faults or fewer layers"
+            f"--n-faults {spec.n_faults:,} plans {total:,} faults{met} (about {pairs * _BYTES_PER_FAULT / 2**30:,.1f} "
+            f"GiB), more than half of the {available / 2**30:,.1f} GiB of free memory; give fewer faults, fewer "
+            "layers, fewer --max-images or a smaller --images-per-fault"
         )
 
 
