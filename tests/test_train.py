@@ -252,3 +252,20 @@ def test_cli_embed_and_train(tmp_path: Path) -> None:
     assert "top-1" in done.output and (tmp_path / "run" / "model.pt").is_file()
     bad = runner.invoke(app, ["train", "--backbone", "resnet81", "--head", "baseline", "--out", str(tmp_path / "bad")])
     assert bad.exit_code == 2 and "unknown backbone 'resnet81'" in bad.output
+
+
+def test_progress_in_a_log_is_plain_lines_per_epoch_and_says_what_a_resume_found(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """stderr captured here is not a terminal, as in a batch job: lines, not a silent bar."""
+    config = TrainConfig(head="baseline", **{**TINY, "epochs": 2})
+    real = recipe.evaluate
+    monkeypatch.setattr(recipe, "evaluate", lambda *a, **k: (_ for _ in ()).throw(KeyboardInterrupt()))
+    with pytest.raises(KeyboardInterrupt):  # stops after both epochs' checkpoints, before the test pass
+        train(config, tmp_path / "run", progress=True)
+    first = capsys.readouterr().err
+    assert "epoch 1/2: 4 batches" in first and "epoch 2/2: loss" in first and "checkpoint saved" in first
+    # an unfinished checkpoint of 2 epochs: the rerun says so, trains nothing and evaluates
+    monkeypatch.setattr(recipe, "evaluate", real)
+    train(config, tmp_path / "run", progress=True)
+    assert "train: resuming: 2 of 2 epochs were found done" in capsys.readouterr().err

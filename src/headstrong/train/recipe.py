@@ -18,6 +18,7 @@ import copy
 import dataclasses
 import json
 import math
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,6 +31,7 @@ from torch.utils.data import DataLoader
 from headstrong._checks import check_bool, check_int, check_number, check_text
 from headstrong._device import resolve_device, set_threads
 from headstrong._lock import hold_folder
+from headstrong.campaign.progress import PlainProgress, is_terminal
 from headstrong.data import DatasetInfo, dataset_info, load_dataset
 from headstrong.textguided.models import (
     CLIP_MAX_LOGIT_SCALE,
@@ -252,13 +254,44 @@ def evaluate(
 
 
 def _progress(enabled: bool):
+    """A rich bar in a terminal; elsewhere (a batch job, a redirected log) the bar stays silent
+    and ``_EpochLines`` writes plain lines instead."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
     return Progress(
         TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
         TextColumn("loss {task.fields[loss]:.3f}"), TimeElapsedColumn(), TimeRemainingColumn(),
-        disable=not enabled, transient=False,
+        disable=not enabled or not is_terminal(None), transient=False,
     )
+
+
+class _EpochLines:
+    """Training progress as plain lines on stderr when it is not a terminal: what a resumed run
+    found done, a line at a steady pace within each epoch and one when the epoch ends."""
+
+    def __init__(self, enabled: bool, epochs: int) -> None:
+        self.enabled = enabled and not is_terminal(None)
+        self.epochs = epochs
+        self.tracker: Optional[PlainProgress] = None
+
+    def resumed(self, done: int, path: Path) -> None:
+        if self.enabled and done:
+            self.tracker = PlainProgress(self.epochs, done, sys.stderr, unit="epochs")
+            self.tracker.say(f"train: resuming: {done} of {self.epochs} epochs were found done in {path}")
+
+    def epoch(self, epoch: int, batches: int) -> None:
+        if self.enabled:
+            self.tracker = PlainProgress(batches, 0, sys.stderr, unit="batches")
+            self.tracker.say(f"epoch {epoch}/{self.epochs}: {batches:,} batches")
+
+    def step(self) -> None:
+        if self.enabled and self.tracker is not None:
+            self.tracker.advance(1)
+
+    def ended(self, epoch: int, record: dict[str, Any]) -> None:
+        if self.enabled and self.tracker is not None:
+            self.tracker.say(f"epoch {epoch}/{self.epochs}: loss {record['loss']:.3f}, train top-1 "
+                             f"{record['train_top1']:.2f}%, {record['seconds']:.0f} s; checkpoint saved")
 
 
 def _check_resume(saved: dict[str, Any], config: TrainConfig, path: Path) -> None:
@@ -340,6 +373,8 @@ def _train_held(config: TrainConfig, out: Path, progress: bool, start: Optional[
             history=history, **extra,
         )
 
+    lines = _EpochLines(progress, config.epochs)
+    lines.resumed(start, ckpt_path)
     with _progress(progress) as bar:
         for epoch in range(start, config.epochs):
             torch.manual_seed(config.seed * 100_003 + epoch)  # augmentation draws
@@ -348,6 +383,7 @@ def _train_held(config: TrainConfig, out: Path, progress: bool, start: Optional[
                                 num_workers=config.num_workers, pin_memory=device.type == "cuda",
                                 persistent_workers=False)
             task = bar.add_task(f"epoch {epoch + 1}/{config.epochs}", total=len(loader), loss=float("nan"))
+            lines.epoch(epoch + 1, len(loader))
             model.train()
             began, loss_sum, correct, seen = time.perf_counter(), 0.0, 0, 0
             for x, y in loader:
@@ -364,11 +400,13 @@ def _train_held(config: TrainConfig, out: Path, progress: bool, start: Optional[
                 correct += int((logits.argmax(1) == y).sum())
                 seen += len(y)
                 bar.update(task, advance=1, loss=loss_sum / seen)
+                lines.step()
             history.append({
                 "epoch": epoch + 1, "loss": loss_sum / seen, "train_top1": 100.0 * correct / seen,
                 "lr": optimizer.param_groups[0]["lr"], "seconds": time.perf_counter() - began,
             })
             checkpoint(epoch + 1, finished=False)
+            lines.ended(epoch + 1, history[-1])
         top1 = evaluate(model, test_ds, device=device, amp=config.amp, channels_last=use_cl,
                         num_workers=config.num_workers)
     checkpoint(config.epochs, finished=True, top1=top1)
