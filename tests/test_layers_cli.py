@@ -79,3 +79,12 @@ def test_inject_with_a_torchvision_layer_name_suggests_the_wrapped_one(tmp_path:
                                  "--out", str(tmp_path / "r")])
     assert result.exit_code == 2
     assert "did you mean head?" in result.output and "Traceback" not in result.output
+
+
+def test_inject_takes_a_torchvision_name_without_a_small_image_stem(tmp_path: Path) -> None:
+    """Fashion-MNIST's 28x28 images give ResNets the CIFAR stem; MobileNet has none and keeps its own
+    (it failed with 'small_input=True needs a ResNet-style backbone' before)."""
+    result = runner.invoke(app, ["inject", "mobilenet_v3_small", "--out", str(tmp_path / "run"), "--max-images", "4",
+                                      "--n-faults", "2", "--layers", "backbone.features.0.0", "--all-images", "--no-progress"])
+    assert result.exit_code == 0, result.output
+    assert len(hs.load_results(tmp_path / "run").records) == 2

@@ -54,3 +54,16 @@ def check_out_file(path: str | Path, option: str = "--out", example: str = "embe
     if path.parent.exists() and not path.parent.is_dir():
         raise ValueError(f"{option} {str(path)!r}: {str(path.parent)!r} is a file, not a folder; give a path inside a folder")
     return path
+
+
+def named_model(name: str, num_classes: int, in_chans: int, side: int) -> Any:
+    """An untrained baseline by backbone name for images of ``side`` pixels: small images get the
+    CIFAR-style stem where the family has one (as ``train --small-input`` gives ResNets), the
+    family's own stem otherwise (MobileNet, ViT, ...)."""
+    from headstrong.textguided import build_baseline
+    from headstrong.textguided.backbones import NoSmallInputStem
+
+    try:
+        return build_baseline(name, num_classes, in_chans, small_input=side <= 64)
+    except NoSmallInputStem:
+        return build_baseline(name, num_classes, in_chans)

@@ -70,11 +70,11 @@ def load_model(name: str, dataset: str, num_classes: Optional[int], in_chans: Op
 
         model, _ = load_checkpoint(name)
         return model
-    from headstrong.textguided import build_baseline
+    from headstrong.cli._options import named_model
 
     classes = num_classes if num_classes is not None else info.num_classes
     chans = in_chans if in_chans is not None else info.in_chans
-    model = build_baseline(name, classes, chans, small_input=info.image_size <= 64)
+    model = named_model(name, classes, chans, info.image_size)
     typer.echo(f"warning: {name} is a model name, not a checkpoint: its weights are random (untrained)", err=True)
     return model
 

@@ -27,15 +27,9 @@ def load_for_listing(name: str, dataset: Optional[str], image_size: Optional[int
     side = image_size or config.get("image_size") or info.image_size
     chans = in_chans if in_chans is not None else info.in_chans
     if model is None:
-        from headstrong.textguided import build_baseline
+        from headstrong.cli._options import named_model
 
-        classes = num_classes if num_classes is not None else info.num_classes
-        try:  # small images get the CIFAR-style stem, as `headstrong train --small-input` gives ResNets
-            model = build_baseline(name, classes, chans, small_input=side <= 64)
-        except ValueError as error:
-            if "small_input" not in str(error):
-                raise
-            model = build_baseline(name, classes, chans)  # no such stem for this family: its own
+        model = named_model(name, num_classes if num_classes is not None else info.num_classes, chans, side)
     return model, (chans, side, side), f"{data} images, {chans}x{side}x{side}"
 
 

@@ -213,13 +213,17 @@ def _adapt_in_chans(module: nn.Module, in_chans: int) -> None:
     setattr(parent, attr, new)
 
 
+class NoSmallInputStem(ValueError):
+    """``small_input=True`` asked of a backbone family that has no CIFAR-style stem to swap in."""
+
+
 def _small_input_stem(module: nn.Module, name: str) -> None:
     """CIFAR-style stem for ResNets: 3x3 stride-1 first conv and no max-pool."""
     if isinstance(module, (SmallCNN, CifarResNet)):
         return  # built for small images already
     conv = getattr(module, "conv1", None)
     if not isinstance(conv, nn.Conv2d) or not hasattr(module, "maxpool"):
-        raise ValueError(
+        raise NoSmallInputStem(
             f"small_input=True needs a ResNet-style backbone (a Conv2d 'conv1' and a 'maxpool'); "
             f"{name!r} has neither. Use a built-in small backbone ({', '.join(_BUILTINS)}) or a ResNet"
         )
