@@ -191,7 +191,8 @@ def inject(
     range_detector: Optional[bool] = typer.Option(None, "--range-detector/--no-range-detector", help="Clamp flipped activations to the profiled range (default on)."),
     max_images: Optional[int] = typer.Option(None, "--max-images", help="Consider the first N images only."),
     fault_model: Optional[str] = typer.Option(
-        None, "--fault-model", help="flip, stuck-at-0, stuck-at-1, multi-bit, multi-site, ber, metadata [default: flip]."
+        None, "--fault-model", help="flip, stuck-at-0, stuck-at-1, multi-bit, multi-site, ber, metadata, zero, random-value, or a name given to "
+        "register_fault_model [default: flip]."
     ),
     ber: Optional[float] = typer.Option(None, "--ber", help="Bit-error rate p of --fault-model ber, in [0, 1]."),
     k: Optional[int] = typer.Option(None, "--k", help="Bits per fault of --fault-model multi-bit."),
