@@ -189,9 +189,6 @@ def run_cell(config: StudyConfig, cell: Cell, eval_data: Any, out: Path, say: Sa
     for name in campaign_names(config, cell):
         if name.startswith("weight") and classifier is None:
             continue
-        if name.startswith("weight") and not _weight_faults_modelled(model, classifier):
-            say(f"[yellow]skip[/] {cell.name} {name}: weight faults on a duplicated layer need tmr with separate weights")
-            continue
         say(f"[bold]campaign[/] {cell.name} {name}")
         spec = _campaign_spec(config, name, cell.seed, classifier or "")
         with clock.stage("campaign", cell.name, name):
@@ -200,16 +197,6 @@ def run_cell(config: StudyConfig, cell: Cell, eval_data: Any, out: Path, say: Sa
                 batch_size=config.campaign.batch_size, progress=progress,
             )
     return result
-
-
-def _weight_faults_modelled(model: torch.nn.Module, classifier: Optional[str]) -> bool:
-    """False when the classifier is duplicated in a way weight campaigns would overstate
-    (see headstrong.harden.duplicate: only TMR with separate weights is modelled exactly)."""
-    for step in getattr(model, "hardening", None) or []:
-        if step.get("method") == "duplicate" and classifier in step.get("layers", ()):
-            if not (step.get("mode") == "tmr" and step.get("separate_weights")):
-                return False
-    return True
 
 
 def _images(dataset: Any) -> tuple[torch.Tensor, torch.Tensor]:
