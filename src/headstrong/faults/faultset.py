@@ -16,6 +16,18 @@ KINDS = ("neuron", "weight")
 NO_SAMPLE = -1  # the sample column's value for "every input" / "the i-th input"
 
 
+def text_column(value: str | Iterable[str], n: int) -> list[str]:
+    """A text column of a fault table: one string for every row, or one value per row."""
+    return [value] * n if isinstance(value, str) else list(value)
+
+
+def check_kinds(kinds: Iterable[str]) -> None:
+    """Refuse a fault kind other than neuron or weight, naming the allowed ones."""
+    bad = sorted({k for k in kinds if k not in KINDS})
+    if bad:
+        raise ValueError(f"unknown fault kind {bad[0]!r}; expected one of {', '.join(KINDS)}")
+
+
 def _close_names(name: str, names: Sequence[str]) -> str:
     close = difflib.get_close_matches(name, names, n=5, cutoff=0.5)
     if not close:
@@ -49,16 +61,13 @@ class FaultSet:
             if sample is None
             else _int_column(sample, "sample", n)
         )
-        kinds = [kind] * n if isinstance(kind, str) else list(kind)
-        layers = [layer] * n if isinstance(layer, str) else list(layer)
+        kinds, layers = text_column(kind, n), text_column(layer, n)
         if len(kinds) != n or len(layers) != n:
             raise ValueError(
                 f"FaultSet columns differ in length: kind {len(kinds)}, layer {len(layers)}, "
                 f"index {n}; give one value per fault (or one string for all)"
             )
-        bad = sorted({k for k in kinds if k not in KINDS})
-        if bad:
-            raise ValueError(f"unknown fault kind {bad[0]!r}; expected one of {', '.join(KINDS)}")
+        check_kinds(kinds)
         for name in set(layers):
             if not isinstance(name, str):
                 raise TypeError(f"layer names must be strings, got {type(name).__name__}")

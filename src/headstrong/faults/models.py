@@ -35,7 +35,7 @@ from torch import nn
 
 from headstrong import formats
 from headstrong._registry import Registry
-from headstrong.faults.faultset import KINDS, NO_SAMPLE, FaultSet, int_column
+from headstrong.faults.faultset import KINDS, NO_SAMPLE, FaultSet, check_kinds, int_column, text_column
 
 OPS = ("flip", "set0", "set1", "meta", "value")
 
@@ -79,17 +79,13 @@ class FaultEdits:
         self.mask = int_column(mask, "mask", n, unit="edit")
         self.sample = (torch.full((n,), NO_SAMPLE, dtype=torch.int64) if sample is None
                        else int_column(sample, "sample", n, unit="edit"))
-        kinds = [kind] * n if isinstance(kind, str) else list(kind)
-        ops = [op] * n if isinstance(op, str) else list(op)
-        layers = [layer] * n if isinstance(layer, str) else list(layer)
+        kinds, ops, layers = text_column(kind, n), text_column(op, n), text_column(layer, n)
         if not len(kinds) == len(ops) == len(layers) == n:
             raise ValueError(
                 f"FaultEdits columns differ in length: fault {n}, kind {len(kinds)}, layer {len(layers)}, "
                 f"op {len(ops)}; give one value per edit (or one string for all)"
             )
-        bad = sorted({k for k in kinds if k not in KINDS})
-        if bad:
-            raise ValueError(f"unknown fault kind {bad[0]!r}; expected one of {', '.join(KINDS)}")
+        check_kinds(kinds)
         bad = sorted({o for o in ops if o not in OPS})
         if bad:
             raise ValueError(f"unknown edit op {bad[0]!r}; expected one of {', '.join(OPS)}")
@@ -313,8 +309,7 @@ class FaultModel(ABC):
                generator: torch.Generator | None) -> tuple[list[str], torch.Tensor]:
         """``count`` (layer, flat index) pairs uniform over all elements of ``layers``."""
         _check_count(count)
-        if kind not in KINDS:
-            raise ValueError(f"unknown fault kind {kind!r}; expected one of {', '.join(KINDS)}")
+        check_kinds([kind])
         if not layers:
             raise ValueError("no layers to sample faults in: give at least one {layer: size}")
         names = list(layers)
@@ -547,8 +542,7 @@ class BitErrorRate(FaultModel):
                bits: Sequence[int] | None = None) -> FaultEdits:
         fmt = self.check(fmt)
         _check_count(count)
-        if kind not in KINDS:
-            raise ValueError(f"unknown fault kind {kind!r}; expected one of {', '.join(KINDS)}")
+        check_kinds([kind])
         if isinstance(inputs, bool) or not isinstance(inputs, int) or inputs < 1:
             raise ValueError(f"inputs must be a positive int (inferences per fault), got {inputs!r}")
         if bits is not None:
