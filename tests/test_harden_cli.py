@@ -53,3 +53,24 @@ def test_bad_input_is_one_error_line(tmp_path: Path, checkpoint: Path, args: lis
                                  "--profile-images", "8", *args])
     assert result.exit_code == 2
     assert message in result.output and "Traceback" not in result.output
+
+
+def test_a_folder_another_run_holds_is_refused(tmp_path: Path, checkpoint: Path) -> None:
+    import subprocess
+    import sys
+
+    out = tmp_path / "held"
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import sys, time\nfrom headstrong._lock import hold_folder\n"
+         "with hold_folder(sys.argv[1], 'harden'):\n    print('held', flush=True)\n    time.sleep(60)", str(out)],
+        stdout=subprocess.PIPE, text=True,
+    )
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "held"
+        result = runner.invoke(app, ["harden", str(checkpoint), "--method", "range", "--out", str(out),
+                                     "--test-images", "8", "--profile-images", "8"])
+        assert result.exit_code == 2 and f"process {holder.pid}" in result.output
+        assert not (out / "model.pt").exists()
+    finally:
+        holder.kill()
+        holder.wait()

@@ -10,6 +10,7 @@ from typing import Any, Optional
 
 import torch
 
+from headstrong._lock import hold_folder
 from headstrong.harden.cost import count_macs, count_params
 from headstrong.harden.methods import HardenOptions, apply_methods, parse_methods
 from headstrong.harden.range import bounds_table
@@ -75,8 +76,7 @@ def harden_checkpoint(
     checkpoint as ``out/model.pt`` with ``out/summary.json``; bounds are profiled on
     ``profile_images`` training images, accuracy measured on ``test_images`` test images of
     ``dataset`` (default: the one the checkpoint was trained on)."""
-    from headstrong.data import load_dataset
-    from headstrong.train import load_checkpoint, save_checkpoint
+    from headstrong.train import load_checkpoint
 
     methods = parse_methods(method)
     if not methods:
@@ -90,10 +90,20 @@ def harden_checkpoint(
     dataset = dataset or config.get("dataset")
     if not dataset:
         raise ValueError(f"checkpoint {path} does not say which data set it was trained on; give dataset=")
-    root, size = config.get("data_root"), config.get("image_size")
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise ValueError(f"--out {str(out)!r} is a file; give a folder")
+    with hold_folder(out, "harden"):  # two harden runs on one --out would mix their files
+        return _harden_held(path, methods, out, options, model, config, dataset, profile_images, test_images, ranking)
+
+
+def _harden_held(path: str | Path, methods: list[Any], out: Path, options: HardenOptions, model: torch.nn.Module,
+                 config: dict[str, Any], dataset: str, profile_images: int, test_images: int,
+                 ranking: Optional[str | Path]) -> HardenSummary:
+    from headstrong.data import load_dataset
+    from headstrong.train import save_checkpoint
+
+    root, size = config.get("data_root"), config.get("image_size")
     result = None
     if ranking is not None:
         from headstrong.campaign import load_results
