@@ -174,7 +174,7 @@ class HeadstrongGroup(TyperGroup):
             sys.exit(0)
         except click_errors.UsageError as error:
             where = error.ctx.command_path if error.ctx is not None else "headstrong"
-            typer.echo(f"error: {one_line(error.format_message())}; see '{where} --help'", err=True)
+            typer.echo(f"error: {one_line(error.format_message()).rstrip('.')}; see '{where} --help'", err=True)
             sys.exit(BAD_INPUT_EXIT)
         except click_errors.ClickException as error:
             typer.echo(f"error: {one_line(error.format_message())}", err=True)
