@@ -26,7 +26,9 @@ def _print_result(result) -> None:
 
         line, headings, rows = decided_summary(result.paired)
         if rows:
-            console.print(rich_table(headings, rows, title="Across seeds: decided comparisons (B against A)"))
+            several = int(result.paired["seeds"].max()) > 1
+            title = "Decided comparisons (B against A)" + (", across seeds" if several else ", one seed")
+            console.print(rich_table(headings, rows, title=title))
         console.print(line)
     console.print(f"Report: [bold]{result.report}[/]  (summary: {Path(result.report).with_name('summary.md')})")
 

@@ -173,12 +173,14 @@ def _interval_text(row: pd.Series) -> str:
 
 
 def decided_summary(paired: pd.DataFrame) -> tuple[str, list[str], list[list[str]]]:
-    """For a terminal: the comparisons of mean ΔLoss whose intervals exclude no difference, and a
+    """For a terminal: the comparisons of mean ΔLoss whose intervals rule out no difference, and a
     line saying how many of all comparisons that is (the rest read "no clear difference")."""
     ratios = paired[paired["kind"] == "ratio"] if not paired.empty else paired
     decided = ratios[ratios["decided"]] if not ratios.empty else ratios
-    line = (f"{len(decided)} of {len(ratios)} comparisons of mean ΔLoss exclude no difference at 99% "
+    line = (f"{len(decided)} of {len(ratios)} comparisons of mean ΔLoss rule out 'no difference' at 99% "
             "(the rest: no clear difference; every pair and figure in paired.csv)")
+    if not ratios.empty and int(ratios["seeds"].max()) <= 1:
+        line += ". With one seed these intervals cover the faults only: another training seed may differ"
     headings = ["backbone", "campaign", "A", "B", "ΔLoss", "A / B [99%]", "better", "seeds"]
     rows = [[r["backbone"], r["campaign"], r["a"], r["b"], r["title"].split(", ")[-1], _interval_text(r),
              r["b"] if r["ci_low"] > 1 else r["a"], str(r["seeds"])]
