@@ -45,16 +45,38 @@ def test_study_with_hardenings(tmp_path: Path) -> None:
     assert (table["accuracy_change_pp"] == 0).all()  # bounds="max": no clean change
     dup = table[table["hardening"].str.startswith("range+duplicate")]
     assert (dup["macs"] == dup["macs_reference"] + 64 * 10).all()
-    # DMR recomputes the head with the same (faulty) weights: a weight fault there is not
-    # corrected, so the duplicated classifier's weight campaign equals the range cell's
+    # DMR recomputes the head with the same (faulty) weights, so the study does not run the
+    # duplicated head's weight campaign again (test_duplicated_head_weight_faults_are_the_plain_heads)
     cells = {c.cell.hardening: c for c in result.cells}
-    plain = cells["range"].campaigns["weight-last-fp32"].records
-    doubled = cells["range+duplicate"].campaigns["weight-last-fp32"].records
-    assert plain[["index", "bit", "sample"]].equals(doubled[["index", "bit", "sample"]])
-    assert np.allclose(plain["faulty_loss"], doubled["faulty_loss"], rtol=1e-4, atol=1e-5, equal_nan=True)
+    assert "weight-last-fp32" in cells["range"].campaigns
+    assert "weight-last-fp32" not in cells["range+duplicate"].campaigns
     summary = (tmp_path / "run" / "report" / "summary.md").read_text()
     assert "## Resilience against cost" in summary
     assert (tmp_path / "run" / "report" / "resilience_vs_cost.png").stat().st_size > 1000
+
+
+def test_duplicated_head_weight_faults_are_the_plain_heads(tmp_path: Path) -> None:
+    """What lets the study skip them: shared weights, the same wrong value in both copies."""
+    import torch
+
+    import headstrong as hs
+    from headstrong.study.pipeline import Cell, weights_pass_through
+
+    torch.manual_seed(0)
+    model = hs.build_baseline("cnn-small", 10, 1, small_input=True).eval()
+    x, y = torch.randn(16, 1, 28, 28), torch.arange(16) % 10
+    spec = hs.CampaignSpec(kind="weight", layers=("head",), n_faults=48, images_per_fault="all", seed=3,
+                           range_detector=False)
+    plain = hs.run_campaign(model, (x, y), spec, out=tmp_path / "plain", progress=False).records
+    doubled = hs.run_campaign(hs.harden.duplicate(model, ["head"]), (x, y), spec, out=tmp_path / "dup",
+                              progress=False).records
+    assert plain[["index", "bit", "sample"]].equals(doubled[["index", "bit", "sample"]])
+    assert np.allclose(plain["faulty_loss"], doubled["faulty_loss"], rtol=1e-5, atol=1e-6, equal_nan=True)
+    config = parse_study(_data(tmp_path))
+    assert weights_pass_through(config, Cell("cnn-small", "baseline", 0, "range+duplicate"))
+    assert not weights_pass_through(config, Cell("cnn-small", "baseline", 0, "range"))
+    separate = parse_study({**_data(tmp_path), "harden": {"separate_weights": True}})
+    assert not weights_pass_through(separate, Cell("cnn-small", "baseline", 0, "duplicate"))
 
 
 @pytest.mark.parametrize(("change", "message"), [

@@ -162,3 +162,35 @@ def test_report_section_says_which_arm_beats_which() -> None:
     text = "\n".join(md)
     assert "## Across seeds (arms paired by seed)" in text and "<table>" in "".join(parts)
     assert "baseline + range beats baseline (both 99% intervals exclude 1)" in text
+
+
+def test_headline_takes_the_paired_interval_across_seeds() -> None:
+    """Several seeds: the headline's improvement is the paired comparison's (geometric mean, interval
+    over seeds and faults, its reading), not the envelope of the seeds' own intervals."""
+    from headstrong.study.summary import aggregate, headline_rows
+
+    rows = []
+    for seed, (ratio, low, high) in enumerate([(1.5, 1.1, 2.0), (3.0, 2.0, 4.5), (2.0, 1.4, 2.9)]):
+        rows.append({"backbone": "cnn-small", "init": "text", "campaign": "neuron-fp32", "seed": seed,
+                     "baseline_top1": 0.9, "text_top1": 0.9, "improvement_last": ratio,
+                     "improvement_last_ci_low": low, "improvement_last_ci_high": high, "improvement_overall": ratio,
+                     "improvement_overall_ci_low": low, "improvement_overall_ci_high": high,
+                     "baseline_top2_diff": 70.0, "text_top2_diff": 70.0, "baseline_mismatch": 0.01,
+                     "text_mismatch": 0.01})
+    summary = pd.DataFrame(rows)
+    envelope = aggregate(summary)
+    assert envelope.loc[0, "improvement_last_ci_low"] == 1.1 and envelope.loc[0, "improvement_last_ci_high"] == 4.5
+    paired = pd.DataFrame([
+        {"backbone": "cnn-small", "campaign": "neuron-fp32", "figure": "delta_loss_last", "a": "baseline", "b": "text",
+         "estimate": 2.08, "ci_low": 1.2, "ci_high": 3.6, "decided": False},
+        {"backbone": "cnn-small", "campaign": "neuron-fp32", "figure": "delta_loss_all", "a": "baseline", "b": "text",
+         "estimate": 2.08, "ci_low": 1.3, "ci_high": 3.3, "decided": True},
+    ])
+    table = aggregate(summary, paired)
+    row = table.iloc[0]
+    assert (row["improvement_last"], row["improvement_last_ci_low"], row["improvement_last_ci_high"]) == (2.08, 1.2, 3.6)
+    headings, body = headline_rows(table)
+    last = body[0][headings.index("improvement, last layer [99% CI]")]
+    overall = body[0][headings.index("improvement, overall [99% CI]")]
+    assert last == "2.08x [1.2, 3.6] (no clear difference: the paired t interval across seeds includes 1 (across seeds))"
+    assert overall == "2.08x [1.3, 3.3] (text-guided better (across seeds))"

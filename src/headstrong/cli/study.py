@@ -15,7 +15,7 @@ def _print_result(result) -> None:
     from headstrong.study.summary import aggregate, cost_rows, transposed_tables
 
     console = table_console()
-    for title, headings, rows in transposed_tables(aggregate(result.summary)):
+    for title, headings, rows in transposed_tables(aggregate(result.summary, result.paired)):
         console.print(rich_table(headings, rows, title=title))
     console.print(COMPARISON_LEGEND + " top-2 diff: the golden model's softmax margin in percentage points (pp); "
                   "mismatch: % of faulty predictions that differ from the golden one.")

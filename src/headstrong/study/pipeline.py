@@ -115,9 +115,17 @@ def campaign_names(config: StudyConfig, cell: Optional[Cell] = None) -> list[str
     hardened = cell is None or hardened_init(config, cell.init)
     if config.campaign.range_detector and hardened and any(h != "none" for h in config.hardenings):
         names += [f"neuron-{fmt}{DETECTOR_OFF}" for fmt in config.formats]
-    if config.campaign.weight_last_layer:
+    if config.campaign.weight_last_layer and not (cell is not None and weights_pass_through(config, cell)):
         names.append("weight-last-fp32")
     return names
+
+
+def weights_pass_through(config: StudyConfig, cell: Cell) -> bool:
+    """Whether the cell's weight faults give exactly the outcomes of the same model without its
+    duplicate: copies that share the layer's weights (the default) compute the same wrong value,
+    so nothing is corrected (harden/duplicate.py); the study does not pay one full forward pass
+    per fault to measure that again (``tests/test_study_hardening.py`` checks the equality)."""
+    return "duplicate" in cell.hardening.split("+") and not config.harden.get("separate_weights", False)
 
 
 def _train_config(config: StudyConfig, cell: Cell) -> Any:

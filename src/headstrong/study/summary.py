@@ -9,7 +9,7 @@ from __future__ import annotations
 import base64
 import html
 from pathlib import Path
-from typing import Any
+from typing import Any, Optional
 
 import pandas as pd
 
@@ -34,11 +34,15 @@ _NUMERIC = [c for c, _, _ in _HEADLINE[4:]]
 _INTERVALS = [f"{c}_ci_{side}" for c in ("improvement_last", "improvement_overall") for side in ("low", "high")]
 
 
-def aggregate(summary: pd.DataFrame) -> pd.DataFrame:
+def aggregate(summary: pd.DataFrame, paired: Optional[pd.DataFrame] = None) -> pd.DataFrame:
     """Mean and standard deviation over seeds of every headline figure.
 
-    An improvement keeps its 99% interval: the run's own with one seed; with several, the
-    envelope of the seeds' intervals (lowest bound to highest), which covers each of them.
+    An improvement keeps a 99% interval: with one seed, the run's own (over its faults); with
+    several and ``paired`` (``study.seeds``), the geometric mean over seeds with the paired
+    comparison's interval over seeds and faults and its reading, which decides only where the
+    bootstrap and the paired t test across seeds agree. Without ``paired``, the envelope of the
+    seeds' intervals (lowest bound to highest), which covers each of them but is no interval of
+    the mean.
     """
     if summary.empty:
         return summary
@@ -52,7 +56,44 @@ def aggregate(summary: pd.DataFrame) -> pd.DataFrame:
     if present:
         parts.append(grouped[[c for c in present if c.endswith("_low")]].min())
         parts.append(grouped[[c for c in present if c.endswith("_high")]].max())
-    return pd.concat(parts, axis=1).reset_index()
+    table = pd.concat(parts, axis=1).reset_index()
+    if paired is not None and not paired.empty:
+        table = _across_seeds(table, paired)
+    return table
+
+
+# headline improvement -> the paired figure behind it across seeds
+_PAIRED_FIGURE = {"improvement_last": "delta_loss_last", "improvement_overall": "delta_loss_all"}
+
+
+def _across_seeds(table: pd.DataFrame, paired: pd.DataFrame) -> pd.DataFrame:
+    """Rows with several seeds take their improvements from the paired comparison baseline -> init."""
+    table = table.copy()
+    for column in _PAIRED_FIGURE:
+        table[f"{column}_reading"] = None
+    index = paired.set_index(["backbone", "campaign", "a", "b", "figure"])
+    for i, row in table.iterrows():
+        if row["seeds"] < 2:
+            continue
+        for column, figure in _PAIRED_FIGURE.items():
+            key = (row["backbone"], row["campaign"], "baseline", row["init"], figure)
+            if key not in index.index:
+                continue
+            match = index.loc[key]
+            match = match.iloc[0] if isinstance(match, pd.DataFrame) else match
+            table.loc[i, [column, f"{column}_std", f"{column}_ci_low", f"{column}_ci_high"]] = [
+                float(match["estimate"]), float("nan"), float(match["ci_low"]), float(match["ci_high"])]
+            table.loc[i, f"{column}_reading"] = _short_reading(match)
+    return table
+
+
+def _short_reading(match: pd.Series) -> str:
+    """The paired comparison's verdict in the headline's words."""
+    if bool(match["decided"]):
+        return "text-guided better" if float(match["ci_low"]) > 1 else "baseline better"
+    if float(match["ci_low"]) <= 1 <= float(match["ci_high"]):
+        return "CI includes 1"
+    return "no clear difference: the paired t interval across seeds includes 1"
 
 
 def _cell(row: pd.Series, column: str, template: str) -> str:
@@ -73,6 +114,9 @@ def _reading(row: pd.Series, column: str) -> str:
     """What an improvement's interval says, in words (an interval that includes 1 says so)."""
     from headstrong.report.tables import improvement_words
 
+    across = row.get(f"{column}_reading")
+    if isinstance(across, str):
+        return across + " (across seeds)"
     low, high = row.get(f"{column}_ci_low"), row.get(f"{column}_ci_high")
     if low is None or high is None or pd.isna(low) or pd.isna(high):
         return "-"
@@ -196,7 +240,7 @@ def write_study_report(result: Any) -> Path:
         )
         details.append((f"{text.cell.name} vs {base.cell.name}: {name}", page))
 
-    table = aggregate(result.summary)
+    table = aggregate(result.summary, getattr(result, "paired", None))
     headings, rows = headline_rows(table)
     cost_headings, cost = cost_rows(result.cells)
     config = result.config
@@ -204,7 +248,10 @@ def write_study_report(result: Any) -> Path:
         f"Data set {config.dataset}; encoder {config.encoder}; backbones {', '.join(config.backbones)}; "
         f"inits {', '.join(config.inits)}; formats {', '.join(config.formats)}; seeds {', '.join(map(str, config.seeds))}. "
         "Improvement = baseline ΔLoss / text-guided ΔLoss (mean ΔLoss per layer, range detector "
-        f"{'on' if config.campaign.range_detector else 'off'}); 'overall' is the ratio of ΔLoss averaged over all layers."
+        f"{'on' if config.campaign.range_detector else 'off'}); 'overall' is the ratio of ΔLoss averaged over all layers. "
+        "With one seed an improvement's interval covers that run's faults; with several, the improvement is the "
+        "geometric mean over seeds with the paired 99% interval over seeds and faults, and its reading decides only "
+        "where the bootstrap and the paired t test across seeds agree (section 'Across seeds')."
     )
     md = [f"# headstrong study: {config.name}", "", intro, "", "## Resilience (the paper's table)", "",
           markdown(headings, rows), "## Cost", "", markdown(cost_headings, cost)]
