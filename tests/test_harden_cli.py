@@ -36,6 +36,9 @@ def test_harden_writes_checkpoint_and_summary(tmp_path: Path, checkpoint: Path) 
     assert summary["methods"] == ["clip", "duplicate"]
     assert summary["bounds"] and all(b["mode"] == "zero" for b in summary["bounds"])
     assert summary["macs_after"] == summary["macs_before"] + 2 * 64 * 10  # the head twice more
+    change, low, high = summary["top1_change_pp"]  # the accuracy change carries its paired interval
+    assert change == pytest.approx(summary["top1_after"] - summary["top1_before"]) and low <= change <= high
+    assert "95% paired interval [" in " ".join(result.output.split())
     model, _ = load_checkpoint(out / "model.pt")
     assert [s["method"] for s in model.hardening] == ["range", "duplicate"]
     assert hs.injectable_layers(model) == hs.injectable_layers(hs.build_baseline("cnn-small", 10, 1))

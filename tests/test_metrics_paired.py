@@ -154,3 +154,23 @@ def test_bootstrap_paired_decides_only_a_clear_difference() -> None:
     assert better.words("baseline", "halved") == "halved beats baseline (the 99% interval excludes 1)"
     with pytest.raises(ValueError, match="same non-empty number of seeds"):
         bootstrap_paired(draws[0], draws[1][:2], points[0], points[1])
+
+
+def test_paired_rate_change_uses_only_the_items_that_changed() -> None:
+    """Accuracy before and after on the same images: 4 of 100 images turn wrong, 1 turns right."""
+    import numpy as np
+
+    from headstrong.metrics import paired_rate_change
+
+    before = np.ones(100, dtype=bool)
+    before[:10] = False
+    after = before.copy()
+    after[10:14] = False  # 4 right -> wrong
+    after[0] = True  # 1 wrong -> right
+    change, low, high = paired_rate_change(before, after, 0.95)
+    diff = after.astype(float) - before.astype(float)
+    half = 1.959964 * diff.std(ddof=1) / 10
+    assert change == pytest.approx(-0.03) and (low, high) == pytest.approx((-0.03 - half, -0.03 + half), rel=1e-3)
+    assert paired_rate_change(before, before) == (0.0, 0.0, 0.0)
+    with pytest.raises(ValueError, match="same non-empty set"):
+        paired_rate_change(before, after[:50])

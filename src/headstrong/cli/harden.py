@@ -65,7 +65,14 @@ def harden_command(
         console.print(f"[bold]{step['method']}[/] {shown}")
     console.print(
         f"top-1 on {summary.test_images} {summary.dataset} test images: {summary.top1_before:.2f}% -> "
-        f"{summary.top1_after:.2f}% ({summary.top1_after - summary.top1_before:+.2f} pp); parameters "
+        f"{summary.top1_after:.2f}% ({_change_words(summary.top1_change_pp)}); parameters "
         f"{summary.params_before:,} -> {summary.params_after:,}; MACs per image {summary.macs_before:,} -> {summary.macs_after:,}"
     )
     console.print(f"Hardened checkpoint: [bold]{summary.checkpoint}[/] (summary: {summary.checkpoint.with_name('summary.json')})")
+
+
+def _change_words(change: tuple[float, float, float]) -> str:
+    """'-0.40 pp [-0.71, -0.09] at 95%', and in words when the interval includes no change."""
+    value, low, high = change
+    text = f"{value:+.2f} pp, 95% paired interval [{low:+.2f}, {high:+.2f}]"
+    return text + ("; includes 0: no clear change" if low <= 0 <= high else "")

@@ -14,6 +14,7 @@ from headstrong._lock import hold_folder
 from headstrong.harden.cost import count_macs, count_params
 from headstrong.harden.methods import HardenOptions, apply_methods, parse_methods
 from headstrong.harden.range import bounds_table
+from headstrong.metrics import paired_rate_change
 
 __all__ = ["HardenSummary", "harden_checkpoint"]
 
@@ -30,6 +31,7 @@ class HardenSummary:
     test_images: int
     top1_before: float  # percent
     top1_after: float
+    top1_change_pp: tuple[float, float, float]  # after - before, and its 95% paired interval
     params_before: int
     params_after: int
     macs_before: int
@@ -49,16 +51,16 @@ def _tensors(dataset: Any) -> torch.Tensor:
 
 
 @torch.no_grad()
-def _top1(model: torch.nn.Module, dataset: Any, batch: int = 500) -> float:
+def _correct(model: torch.nn.Module, dataset: Any, batch: int = 500) -> torch.Tensor:
+    """Which test images the model classifies correctly (the same images before and after)."""
     model.eval()
-    correct = total = 0
+    hits = []
     for start in range(0, len(dataset), batch):
         items = [dataset[i] for i in range(start, min(start + batch, len(dataset)))]
         x = torch.stack([item[0] for item in items])
         y = torch.as_tensor([int(item[1]) for item in items])
-        correct += int((model(x).argmax(1) == y).sum())
-        total += len(y)
-    return 100.0 * correct / max(1, total)
+        hits.append(model(x).argmax(1) == y)
+    return torch.cat(hits) if hits else torch.zeros(0, dtype=torch.bool)
 
 
 def harden_checkpoint(
@@ -114,9 +116,12 @@ def _harden_held(path: str | Path, methods: list[Any], out: Path, options: Harde
     hardened = apply_methods(model, methods, options, profile_data=profile, train_data=dataset, ranking=result,
                              out=out / "fault_aware")
     sample = profile[:1]
+    before, after = _correct(model, test), _correct(hardened, test)
+    change = paired_rate_change(before.numpy(), after.numpy(), 0.95)
     summary = HardenSummary(
         source=str(path), checkpoint=out / "model.pt", methods=methods, options=dataclasses.asdict(options),
-        dataset=dataset, test_images=len(test), top1_before=_top1(model, test), top1_after=_top1(hardened, test),
+        dataset=dataset, test_images=len(test), top1_before=100.0 * float(before.float().mean()),
+        top1_after=100.0 * float(after.float().mean()), top1_change_pp=tuple(100.0 * v for v in change),
         params_before=count_params(model), params_after=count_params(hardened),
         macs_before=count_macs(model, sample), macs_after=count_macs(hardened, sample),
         bounds=bounds_table(hardened), steps=list(getattr(hardened, "hardening", [])),

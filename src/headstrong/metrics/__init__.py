@@ -15,7 +15,7 @@ and a two-level bootstrap (seeds, then faults) comparing two arms of a study.
 
 from __future__ import annotations
 
-from headstrong.metrics._functional import normal_interval, wilson_interval, z_value
+from headstrong.metrics._functional import normal_interval, paired_rate_change, wilson_interval, z_value
 from headstrong.metrics.paired import Paired, SeedSpread, across_seeds, bootstrap_paired, paired_t
 from headstrong.metrics.summary import RECORD_COLUMNS, SUMMARY_COLUMNS, improvement, summarize
 
@@ -29,6 +29,7 @@ __all__ = [
     "SUMMARY_COLUMNS",
     "improvement",
     "normal_interval",
+    "paired_rate_change",
     "summarize",
     "wilson_interval",
     "z_value",

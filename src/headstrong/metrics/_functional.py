@@ -49,6 +49,21 @@ def wilson_interval(k: int, n: int, confidence: float = DEFAULT_CONFIDENCE) -> t
     return p, max(0.0, centre - half), min(1.0, centre + half)
 
 
+def paired_rate_change(before: np.ndarray, after: np.ndarray,
+                       confidence: float = 0.95) -> tuple[float, float, float]:
+    """Change of a rate (accuracy) measured on the same items twice: ``(change, low, high)`` as
+    shares, with a normal interval on the per-item differences (McNemar's pairing: items both
+    runs agree on add nothing to the spread)."""
+    a, b = np.asarray(before, dtype=bool), np.asarray(after, dtype=bool)
+    if a.shape != b.shape or a.size == 0:
+        raise ValueError("a paired rate change needs the same non-empty set of items for both runs")
+    diff = b.astype(float) - a.astype(float)
+    mean = float(diff.mean())
+    se = float(diff.std(ddof=1)) / math.sqrt(diff.size) if diff.size > 1 else 0.0
+    z = z_value(confidence)
+    return mean, mean - z * se, mean + z * se
+
+
 def split_finite(delta_loss: np.ndarray, nonfinite: np.ndarray | None) -> tuple[np.ndarray, int]:
     """Finite ΔLoss values of the finite outputs, and how many were left out as non-finite."""
     delta_loss = np.asarray(delta_loss, dtype=np.float64)

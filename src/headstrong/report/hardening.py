@@ -150,15 +150,10 @@ def median_delta_loss(records: pd.DataFrame) -> float:
 
 def accuracy_change(correct_reference: Sequence[bool], correct: Sequence[bool], level: float = 0.95) -> Ratio:
     """Paired accuracy change in percentage points on the same images, with a normal interval."""
-    a, b = np.asarray(correct_reference, dtype=bool), np.asarray(correct, dtype=bool)
-    if a.shape != b.shape or a.size == 0:
-        raise ValueError("accuracy_change needs the same non-empty set of images for both models")
-    n = a.size
-    diff = b.astype(float) - a.astype(float)
-    mean = diff.mean()
-    se = diff.std(ddof=1) / math.sqrt(n) if n > 1 else 0.0
-    z = {0.95: 1.959964, 0.99: 2.575829}.get(level, 1.959964)
-    return Ratio(100 * mean, 100 * (mean - z * se), 100 * (mean + z * se), level)
+    from headstrong.metrics import paired_rate_change
+
+    change, low, high = paired_rate_change(np.asarray(correct_reference), np.asarray(correct), level)
+    return Ratio(100 * change, 100 * low, 100 * high, level)
 
 
 def hardening_table(rows: Sequence[HardeningRow]) -> pd.DataFrame:
