@@ -53,6 +53,30 @@ def test_study_with_hardenings(tmp_path: Path) -> None:
     summary = (tmp_path / "run" / "report" / "summary.md").read_text()
     assert "## Resilience against cost" in summary
     assert (tmp_path / "run" / "report" / "resilience_vs_cost.png").stat().st_size > 1000
+    _check_results_tables(tmp_path / "run", cells)
+
+
+def _check_results_tables(run: Path, cells: dict) -> None:
+    """studies/tables.py (docs/RESULTS.md's tables) reads the study's own files."""
+    import importlib.util
+    import io
+    from contextlib import redirect_stdout
+
+    spec = importlib.util.spec_from_file_location("study_tables", Path(__file__).parents[1] / "studies" / "tables.py")
+    tables = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tables)
+    printed = io.StringIO()
+    with redirect_stdout(printed):
+        assert tables.main([str(run)]) == 0
+    text = printed.getvalue()
+    paired = pd.read_csv(run / "paired.csv")
+    row = paired[(paired["campaign"] == "neuron-fp32") & (paired["figure"] == "delta_loss_last")
+                 & (paired["a"] == "baseline") & (paired["b"] == "baseline + range")].iloc[0]
+    line = next(l for l in text.splitlines() if l.startswith("| baseline | baseline + range |"))
+    assert f"{row['estimate']:.3g}x [{row['ci_low']:.3g}, {row['ci_high']:.3g}]" in line
+    assert f"baseline top-1 {100 * cells['none'].top1:.2f}%" in text and "| baseline + range+duplicate |" in text
+    with redirect_stdout(io.StringIO()):
+        assert tables.main([str(run / "models")]) == 2  # not a study folder: one line, exit 2
 
 
 def test_duplicated_head_weight_faults_are_the_plain_heads(tmp_path: Path) -> None:
