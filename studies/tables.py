@@ -138,7 +138,7 @@ def cost_table(run: Path) -> str:
                      f"{100 * (r['macs'] / r['macs_reference'] - 1):+.2f}", _latency(group)])
     headings = ["arm", "top-1 (%)", "top-1 change, pp [99%, paired t across seeds]", "parameters +%", "MACs +%",
                 "latency +% [99% across seeds]"]
-    return (f"baseline top-1 {100 * base.mean():.2f}% (mean over {len(base)} seeds: "
+    return (f"baseline top-1 {100 * base.mean():.2f}% (mean over {len(base)} seed{'s' if len(base) != 1 else ''}: "
             f"{', '.join(f'{100 * v:.2f}' for v in base)})\n\n" + _table(headings, rows))
 
 
@@ -161,19 +161,16 @@ def render(run: Path) -> str:
     paired = _read(run / "paired.csv")
     backbone = paired["backbone"].iloc[0]
     seeds = int(paired["seeds"].max())
-    out = [f"# {backbone} ({run.name}, {seeds} seeds)", ""]
-    out += ["## Q1 heads against the baseline: mean ΔLoss, last layer, A / B", "",
-            heads_table(paired, "baseline", "delta_loss_last", CAMPAIGNS)]
-    out += ["## Q1 heads against the baseline: mean ΔLoss, all layers, A / B", "",
-            heads_table(paired, "baseline", "delta_loss_all", CAMPAIGNS)]
-    out += ["## Q1 heads against the baseline: median ΔLoss, last layer, B - A", "",
-            heads_table(paired, "baseline", "median_delta_loss_last", CAMPAIGNS)]
-    out += ["## Q1 heads against the baseline: mismatch, last layer, B - A", "",
-            heads_table(paired, "baseline", "mismatch_last", CAMPAIGNS)]
-    out += ["## Q1 the other heads against the text head: mean ΔLoss, last layer, A / B", "",
-            heads_table(paired, "text", "delta_loss_last", CAMPAIGNS)]
-    out += ["## Q1 the other heads against the text head: mismatch, last layer, B - A", "",
-            heads_table(paired, "text", "mismatch_last", CAMPAIGNS)]
+    out = [f"# {backbone} ({run.name}, {seeds} seed{'s' if seeds != 1 else ''})", ""]
+    for against, figure, title in (
+            ("baseline", "delta_loss_last", "mean ΔLoss, last layer, A / B"),
+            ("baseline", "delta_loss_all", "mean ΔLoss, all layers, A / B"),
+            ("baseline", "median_delta_loss_last", "median ΔLoss, last layer, B - A"),
+            ("baseline", "mismatch_last", "mismatch, last layer, B - A"),
+            ("text", "delta_loss_last", "mean ΔLoss, last layer, A / B"),
+            ("text", "mismatch_last", "mismatch, last layer, B - A")):
+        who = "heads against the baseline" if against == "baseline" else "the other heads against the text head"
+        out += [f"## Q1 {who}: {title}", "", heads_table(paired, against, figure, CAMPAIGNS)]
     alone = [("baseline", f"baseline + {h}") for h in HARDENINGS] + [("baseline", "text")] + \
             [("baseline", f"text + {h}") for h in HARDENINGS]
     combined = [("baseline + range", "baseline + range+duplicate"), ("baseline + duplicate", "baseline + range+duplicate"),
