@@ -194,3 +194,24 @@ def test_headline_takes_the_paired_interval_across_seeds() -> None:
     overall = body[0][headings.index("improvement, overall [99% CI]")]
     assert last == "2.08x [1.2, 3.6] (no clear difference: the paired t interval across seeds includes 1 (across seeds))"
     assert overall == "2.08x [1.3, 3.3] (text-guided better (across seeds))"
+
+
+def test_a_last_layer_corrected_in_every_seed_is_decided() -> None:
+    """DMR zeroes the last layer's ΔLoss: no ratio to bootstrap, and yet a clear answer."""
+    cells = []
+    for seed in range(3):
+        rng = np.random.default_rng(seed)
+        for hardening, fc in (("none", rng.exponential(1.0, 400)), ("duplicate", np.zeros(400)),
+                              ("range+duplicate", np.zeros(400))):
+            layers = {"conv": rng.exponential(1.0, 400), "fc": fc}
+            cells.append(SimpleNamespace(cell=Cell("cnn-small", "baseline", seed, hardening),
+                                         campaigns={"neuron-fp32": _run(layers, seed)}))
+    _, paired = seed_tables(cells, rounds=200)
+    last = paired[paired["figure"] == "delta_loss_last"].set_index(["a", "b"])
+    dup = last.loc[("baseline", "baseline + duplicate")]
+    assert dup["decided"] and dup["estimate"] == np.inf
+    assert dup["reading"] == ("baseline + duplicate beats baseline: baseline + duplicate's mean ΔLoss is 0 in every "
+                              "seed (each fault corrected)")
+    both = last.loc[("baseline + duplicate", "baseline + range+duplicate")]
+    assert not both["decided"] and both["reading"] == "no difference: both are 0 in every seed"
+    assert not paired[paired["figure"] == "delta_loss_all"]["method"].str.contains("0 in every seed").any()

@@ -115,7 +115,10 @@ def _compare(figure: str, fa: list[_Figures], fb: list[_Figures], a: str, b: str
     title, ratio = FIGURES[figure]
     va, vb = [f.values[figure] for f in fa], [f.values[figure] for f in fb]
     row: dict[str, Any] = {"title": title, "seeds": len(va)}
-    if ratio:
+    zeros = _zeros(va, vb, a, b) if ratio else None
+    if zeros is not None:
+        row.update(zeros)
+    elif ratio:
         boot = bootstrap_paired([f.draws[figure] for f in fa], [f.draws[figure] for f in fb], va, vb,
                                 confidence=confidence, rounds=rounds, seed=seed)
         t = paired_t(va, vb, log=True, confidence=confidence)
@@ -129,6 +132,26 @@ def _compare(figure: str, fa: list[_Figures], fb: list[_Figures], a: str, b: str
                    decided=t.decided, reading=t.words(a, b), t_low=t.low, t_high=t.high, p_value=t.p_value,
                    t_reading=t.words(a, b))
     return row
+
+
+def _zeros(va: list[float], vb: list[float], a: str, b: str) -> dict[str, Any] | None:
+    """A mean ΔLoss of exactly 0 in every seed (a duplicated layer corrects each of its faults)
+    has no ratio to bootstrap; say what the figures show instead."""
+    za, zb = all(v == 0 for v in va), all(v == 0 for v in vb)
+    if not (za or zb):
+        return None
+    common = dict(kind="ratio", method="mean ΔLoss 0 in every seed", t_low=math.nan, t_high=math.nan,
+                  p_value=math.nan)
+    if za and zb:
+        return {**common, "estimate": 1.0, "ci_low": 1.0, "ci_high": 1.0, "decided": False,
+                "reading": "no difference: both are 0 in every seed", "t_reading": "both 0 in every seed"}
+    if not all(v > 0 for v in (va if zb else vb)):
+        return None
+    better, value = (b, math.inf) if zb else (a, 0.0)
+    worse = a if better == b else b
+    reading = f"{better} beats {worse}: {better}'s mean ΔLoss is 0 in every seed (each fault corrected)"
+    return {**common, "estimate": value, "ci_low": value, "ci_high": value, "decided": True, "reading": reading,
+            "t_reading": reading}
 
 
 def _both(boot: Any, t: Any, a: str, b: str) -> tuple[bool, str]:
