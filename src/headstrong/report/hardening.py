@@ -43,7 +43,9 @@ class Ratio:
         return self.low <= x <= self.high
 
     def text(self, fmt: str = "{:.3g}") -> str:
-        return f"{fmt.format(self.value)}x [{fmt.format(self.low)}, {fmt.format(self.high)}]"
+        """'1.65x [0.17, 3.34]', with '(includes 1)' where the interval includes no effect."""
+        words = " (includes 1)" if self.includes(1.0) else ""
+        return f"{fmt.format(self.value)}x [{fmt.format(self.low)}, {fmt.format(self.high)}]{words}"
 
 
 @dataclass
@@ -160,6 +162,11 @@ def hardening_table(rows: Sequence[HardeningRow]) -> pd.DataFrame:
     return pd.DataFrame([row.flat() for row in rows])
 
 
+def _zero_words(change: Ratio) -> str:
+    """A change whose interval includes 0 says so (an unchanged accuracy, [0, 0], does not need to)."""
+    return " (includes 0)" if change.low < 0 < change.high else ""
+
+
 def markdown_table(rows: Sequence[HardeningRow]) -> str:
     """The table a paper needs, with every ratio's interval."""
     head = ("| backbone | head | hardening | top-1 (%) | Δacc (pp) [95%] | ΔLoss all: ref / hard | improvement all [99%] "
@@ -169,11 +176,12 @@ def markdown_table(rows: Sequence[HardeningRow]) -> str:
         lat = r.latency_overhead
         lines.append(
             f"| {r.backbone} | {r.head} | {r.hardening} | {r.top1:.2f} "
-            f"| {r.accuracy_change_pp.value:+.2f} [{r.accuracy_change_pp.low:+.2f}, {r.accuracy_change_pp.high:+.2f}] "
+            f"| {r.accuracy_change_pp.value:+.2f} [{r.accuracy_change_pp.low:+.2f}, {r.accuracy_change_pp.high:+.2f}]"
+            f"{_zero_words(r.accuracy_change_pp)} "
             f"| {r.delta_loss_all_reference:.3g} / {r.delta_loss_all:.3g} | {r.improvement_all.text()} "
             f"| {r.delta_loss_last_reference:.3g} / {r.delta_loss_last:.3g} | {r.improvement_last.text()} "
             f"| {100 * (r.macs / r.macs_reference - 1):+.2f} | {100 * (r.params / r.params_reference - 1):+.3f} "
-            f"| {100 * lat.value:+.1f} [{100 * lat.low:+.1f}, {100 * lat.high:+.1f}] |"
+            f"| {100 * lat.value:+.1f} [{100 * lat.low:+.1f}, {100 * lat.high:+.1f}]{_zero_words(lat)} |"
         )
     return "\n".join(lines) + "\n"
 
