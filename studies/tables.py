@@ -109,7 +109,8 @@ def cost_table(run: Path) -> str:
     (paired t across seeds, 99%), parameters, MACs and the latency overhead of a 128-image batch
     (the mean over seeds of each seed's median overhead, t interval across seeds)."""
     hardening = _read(run / "hardening.csv")
-    hardening = hardening[hardening["range_detector"]].copy()  # one row per hardened cell and seed
+    first_campaign = hardening["hardening"].str.extract(r"\((.*)\)$")[0].iloc[0]
+    hardening = hardening[hardening["hardening"].str.endswith(f"({first_campaign})")].copy()  # a row per cell
     hardening["method"] = hardening["hardening"].str.replace(r" \(.*\)$", "", regex=True)
     summary = _read(run / "summary.csv")  # empty in a study of the baseline head alone
     if summary.empty:
