@@ -72,7 +72,7 @@ def harden_command(
 
 
 def _change_words(change: tuple[float, float, float]) -> str:
-    """'-0.40 pp [-0.71, -0.09] at 95%', and in words when the interval includes no change."""
+    """'-0.40 pp, 95% paired interval [-0.71, -0.09]', and in words when it includes no change."""
     value, low, high = change
     text = f"{value:+.2f} pp, 95% paired interval [{low:+.2f}, {high:+.2f}]"
     return text + ("; includes 0: no clear change" if low <= 0 <= high else "")
