@@ -19,6 +19,7 @@ from pathlib import Path
 import pandas as pd
 
 from headstrong.metrics.paired import across_seeds, paired_t
+from headstrong.study.seeds import ALL_ZERO
 
 HEADS = ["text", "name", "random", "random-linear", "etf"]
 HARDENINGS = ["range", "clip", "fault-aware", "duplicate", "range+duplicate", "fault-aware+range"]
@@ -34,7 +35,7 @@ def _cell(row: pd.Series | None, pp: bool = False) -> str:
     """'1.32x [1.10, 1.60] B' where the comparison decides, '... (includes 1)' where it does not."""
     if row is None:
         return "n/a"
-    if row.get("method") == "mean ΔLoss 0 in every seed":  # a duplicated layer corrects all its faults
+    if row.get("method") == ALL_ZERO:  # a duplicated layer corrects all its faults
         if row["estimate"] == 1.0:
             return "both 0 in every seed"
         return f"**{'B' if row['estimate'] > 1 else 'A'} is 0 in every seed**"

@@ -26,6 +26,7 @@ import pandas as pd
 from headstrong.metrics.paired import across_seeds, bootstrap_paired, layer_mean, mean_draws, paired_t
 
 ROUNDS = 2000
+ALL_ZERO = "mean ΔLoss 0 in every seed"  # the method of a comparison where an arm corrected every fault
 
 # figure -> (what it is, whether it is a mean ΔLoss compared as a ratio)
 FIGURES = {
@@ -140,7 +141,7 @@ def _zeros(va: list[float], vb: list[float], a: str, b: str) -> dict[str, Any] |
     za, zb = all(v == 0 for v in va), all(v == 0 for v in vb)
     if not (za or zb):
         return None
-    common = dict(kind="ratio", method="mean ΔLoss 0 in every seed", t_low=math.nan, t_high=math.nan,
+    common = dict(kind="ratio", method=ALL_ZERO, t_low=math.nan, t_high=math.nan,
                   p_value=math.nan)
     if za and zb:
         return {**common, "estimate": 1.0, "ci_low": 1.0, "ci_high": 1.0, "decided": False,
